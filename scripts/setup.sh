@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install what is missing (the pipeline's requirements and pytest);
+# a no-op when requirements.txt and pyproject.toml have not changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.rhizome-requirements
+want=$(cat requirements.txt pyproject.toml | sha1sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "==> installing requirements into .venv (CPU build of torch)"
+    # torch first and alone, pinned: any later resolver sees it satisfied and never pulls a CUDA build.
+    .venv/bin/python -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
+    .venv/bin/python -m pip install --quiet -r requirements.txt pytest
+    echo "$want" > "$stamp"
+fi
