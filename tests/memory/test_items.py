@@ -47,7 +47,7 @@ def test_items_carry_metadata_and_hashes(tokenizer):
     assert items[0]["text_hash"] == text_key("Why do bees swarm?")
     assert len({i["id"] for i in items}) == 2
 
-    chunk = {"text": "Oyster mushrooms fruit at 15 °C.", "source_file": "mushrooms.pdf", "page_start": 2,
+    chunk = {"id": "mushrooms.pdf#4", "text": "Oyster mushrooms fruit at 15 °C.", "source_file": "mushrooms.pdf", "page_start": 2,
              "page_end": 3, "chunk_index": 4, "sha256": "ab" * 32, "title": "Mushrooms", "author": "Me"}
     (item,) = items_from_pdf_chunks([chunk], splitter)
     assert (item["source"], item["file"], item["page_start"], item["page_end"], item["role"]) == (

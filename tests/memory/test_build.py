@@ -1,0 +1,97 @@
+"""End to end with the shipped embedder: exports + PDFs -> memory files -> search."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import batch_embedder
+from rhizome import safe_pickle
+from rhizome.memory.build import EmbedConfig, build_memory
+from rhizome.memory.store import Memory, MemoryFilesError
+from rhizome.pdf import PdfConfig, run as run_pdf_stage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    run_pdf_stage(PdfConfig(pdf_dir=str(ROOT / "PDFs"), output=str(folder / "pdf_texts.json"), workers=1))
+    chat = folder / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": m}) + "\n" for m in [
+        [{"role": "system", "content": "You are helpful."},
+         {"role": "user", "content": "My bike chain skips under load on the big cog. What should I check?"},
+         {"role": "assistant", "content": "Measure chain wear first: a stretched chain skips on worn cogs. "
+                                          "Then check the rear derailleur hanger alignment and cable tension."}],
+        [{"role": "user", "content": "How warm should the fruiting room be for oyster mushrooms?"},
+         {"role": "assistant", "content": "Keep it around 15 to 20 °C with high humidity and fresh air."}],
+    ]), encoding="utf-8")
+    return folder
+
+
+def test_build_writes_aligned_memory_files_and_search_finds_the_right_source(corpus, tmp_path):
+    out = tmp_path / "out"
+    config = EmbedConfig(inputs=[str(corpus / "chat.jsonl"), str(corpus / "pdf_texts.json")],
+                         output_dir=str(out), cache_dir=str(tmp_path / "cache"))
+    summary = build_memory(config)
+
+    vectors = np.load(out / "memory_texts.npy")
+    metadata = safe_pickle.load(out / "memory_metadata.pkl")
+    assert vectors.shape == (len(metadata), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert summary["messages"] == 4  # the system turn is not memory
+    assert {m["source"] for m in metadata} == {"hf_chat", "pdf"}
+    assert all(type(m) is dict for m in metadata)
+    saved = json.loads((out / "memory_config.json").read_text())
+    assert saved["embedding_model"] == config.embedding_model and saved["summary"]["items"] == len(metadata)
+
+    memory = Memory.load(out)
+    (hit,) = memory.search("chain skipping on the rear cog", k=1)
+    assert hit.metadata["role"] == "user" and "chain skips" in hit.text
+    pdf_hit = memory.search("queen cells in May are a sign of swarming", k=1)[0]
+    assert pdf_hit.metadata["file"] == "beekeeping_basics.pdf"
+    assert "Queen cells" in pdf_hit.text
+    assert pdf_hit.metadata["page_start"] <= pdf_hit.metadata["page_end"]
+    assert "beekeeping_basics.pdf, p" in pdf_hit.source_label()
+
+
+def test_rerun_recomputes_nothing_and_new_items_are_embedded(corpus, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    shutil.copy(corpus / "chat.jsonl", chat)
+    config = EmbedConfig(inputs=[str(chat)], output_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    first = build_memory(config)
+    first_vectors = np.load(tmp_path / "memory_texts.npy")
+
+    again = build_memory(config)
+    assert (again["newly_embedded"], again["model_loaded"]) == (0, False)
+    np.testing.assert_array_equal(np.load(tmp_path / "memory_texts.npy"), first_vectors)
+
+    with chat.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"messages": [{"role": "user", "content": "What is a derailleur hanger?"}]}) + "\n")
+    grown = build_memory(config)
+    assert grown["newly_embedded"] == 1 and grown["items"] == first["items"] + 1
+    np.testing.assert_array_equal(np.load(tmp_path / "memory_texts.npy")[:first["items"]], first_vectors)
+
+
+def test_query_flag_prints_hits_with_scores_and_sources(corpus, tmp_path, capsys):
+    args = [str(corpus / "pdf_texts.json"), "-o", str(tmp_path), "--cache-dir", str(tmp_path / "c")]
+    assert batch_embedder.main(args) == 0
+    assert batch_embedder.main(["-o", str(tmp_path), "--query", "oyster mushroom substrate", "--k", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "score" in printed and "oyster_mushrooms.pdf" in printed
+
+
+def test_missing_memory_is_a_clear_error(tmp_path):
+    with pytest.raises(MemoryFilesError, match="batch_embedder.py"):
+        Memory.load(tmp_path)
+
+
+def test_missing_model_exits_with_a_message_not_a_traceback(corpus, tmp_path, capsys):
+    code = batch_embedder.main([str(corpus / "chat.jsonl"), "-o", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
+                                "--embedding-model", str(tmp_path / "nope")])
+    assert code == 2 and "--embedding-model" in capsys.readouterr().err
