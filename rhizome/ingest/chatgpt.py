@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from rhizome.ingest.records import (
-    Conversation, IngestReport, MalformedRecord, Message, clean_text, join_texts, optional_str, unix_seconds,
+    Conversation, IngestReport, MalformedRecord, Message, join_texts, optional_str, unix_seconds,
 )
 
 VISIBLE_CONTENT_TYPES = frozenset({"text", "multimodal_text"})

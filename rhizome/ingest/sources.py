@@ -26,7 +26,7 @@ import ijson
 from rhizome.ingest import chatgpt, claude, custom
 from rhizome.ingest.records import Conversation, IngestReport, MalformedRecord
 from rhizome.ingest.stream import (
-    BadLine, JsonDamage, Layout, Source, open_reader, iter_json_records, iter_jsonl_records, sniff_layout,
+    BadLine, JsonDamage, Layout, Source, iter_json_records, iter_jsonl_records, open_reader, sniff_layout,
 )
 from rhizome.log import get_logger
 
@@ -45,7 +45,9 @@ EXPECTED_FORMATS = (
 # Records of one conversation service carry stable ids; the same conversation given twice (the .zip and the
 # unpacked conversations.json) is imported once. Hand-made files reuse ids like "1", so they are not deduplicated.
 DEDUPLICATED_FORMATS = frozenset({"chatgpt", "claude"})
-_PDF_CHUNK_KEYS = frozenset({"source_file", "page_start", "page_end", "page", "chunk_index", "file", "pdf"})
+PDF_TEXTS_MARKER = "rhizome.pdf_texts"  # the "format" field of our pdf stage's output (rhizome.pdf.pipeline)
+# A chunk of PDF text has a "text" key; a conversation or message never has "text" without one of these.
+_CONVERSATION_KEYS = frozenset({"messages", "mapping", "chat_messages", "role", "author", "sender", "content"})
 _RECORD_PREFIXES = ("item", "", "conversations.item")
 
 Parser = Callable[[dict, str, str, IngestReport], Conversation]
@@ -67,6 +69,8 @@ def iter_conversations(
     everything readable is still yielded.
     """
     report = report if report is not None else IngestReport()
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]  # one path, not the characters of its name
     seen: set[tuple[str, str]] = set()
     for path in paths:
         yield from _read_path(Path(path), report, seen)
@@ -90,7 +94,7 @@ def detect_format(path: str | os.PathLike) -> str:
         source = Source.from_path(path)
         layout = sniff_layout(source)
         if layout.kind == "zip":
-            return _first_conversation_format(_zip_members(path, IngestReport()))
+            return _first_conversation_format(_zip_members(path, IngestReport()) or [])
         return _peek_format(source, layout)
     except (OSError, zipfile.BadZipFile, zlib.error):
         return "unknown"
@@ -112,14 +116,14 @@ def record_format(record: Any) -> str:
         if "role" in first:
             return "hf_chat"
         return "unknown"
-    if "chunks" in record or _looks_like_pdf_chunk(record.keys()):
+    if record.get("format") == PDF_TEXTS_MARKER or "chunks" in record or _looks_like_pdf_chunk(record.keys()):
         return "pdf_texts"
     return "unknown"
 
 
 def _looks_like_pdf_chunk(keys: Iterable[str]) -> bool:
     keys = set(keys)
-    return "text" in keys and bool(keys & _PDF_CHUNK_KEYS)
+    return "text" in keys and not keys & _CONVERSATION_KEYS
 
 
 def _natural_key(name: str) -> list:
@@ -132,7 +136,8 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda f: _natural_key(f.name))
 
 
-def _zip_members(archive: Path, report: IngestReport) -> list[Source]:
+def _zip_members(archive: Path, report: IngestReport) -> list[Source] | None:
+    """The archive's .json/.jsonl files in natural name order; None (and an error) when it cannot be read."""
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = [
@@ -142,7 +147,7 @@ def _zip_members(archive: Path, report: IngestReport) -> list[Source]:
             ]
     except (zipfile.BadZipFile, OSError) as exc:
         _fail(report, str(archive), f"not a readable zip archive ({exc}); download the export again")
-        return []
+        return None
     infos.sort(key=lambda info: _natural_key(info.filename))
     return [Source.from_zip_member(archive, info) for info in infos]
 
@@ -176,7 +181,9 @@ def _peek_json_format(source: Source) -> str:
     with raw:
         try:
             for prefix, event, value in ijson.parse(reader, use_float=True):
-                if event == "map_key" and prefix == "" and value == "chunks":
+                if prefix == "" and event == "map_key" and value == "chunks":
+                    return "pdf_texts"
+                if prefix == "format" and value == PDF_TEXTS_MARKER:
                     return "pdf_texts"
                 if event == "map_key" and prefix in _RECORD_PREFIXES:
                     if value == "mapping":
@@ -227,15 +234,18 @@ def _read_path(path: Path, report: IngestReport, seen: set) -> Iterator[Conversa
         yield from _read_source(source, True, report, seen)
         return
     members = _zip_members(path, report)
+    if members is None:
+        return
+    if not members:
+        _fail(report, str(path), "this archive holds no .json or .jsonl files; expected a ChatGPT or Claude "
+                                 "data export containing conversations.json")
+        return
     formats = []
     for member in members:
         formats.append((yield from _read_source(member, False, report, seen)))
-    if members and not any(fmt in CONVERSATION_FORMATS for fmt in formats):
+    if not any(fmt in CONVERSATION_FORMATS for fmt in formats):
         _fail(report, str(path), f"no conversations inside this archive (looked at {len(members)} .json/.jsonl "
                                  f"files); {EXPECTED_FORMATS}")
-    elif not members and not any(file == str(path) for file, _ in report.errors):
-        _fail(report, str(path), "this archive holds no .json or .jsonl files; expected a ChatGPT or Claude "
-                                 "data export containing conversations.json")
 
 
 def _read_source(source: Source, named: bool, report: IngestReport, seen: set) -> Generator[Conversation, None, str]:
@@ -294,7 +304,7 @@ def _read_source(source: Source, named: bool, report: IngestReport, seen: set) -
     except JsonDamage as damage:
         _fail(report, name, _describe_damage(damage, kept))
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        _fail(report, name, f"reading stopped ({exc}); kept the {kept} conversations before it. "
+        _fail(report, name, f"reading stopped ({exc}); kept {_conversations(kept)} before it. "
                             "Download or extract the export again.")
     if fmt == "unknown" and first_kind is not None:
         report.files[name] = fmt = first_kind
@@ -322,8 +332,15 @@ def _parse_record(record: Any, file: str, fallback_id: str, report: IngestReport
 def _describe_damage(damage: JsonDamage, kept: int) -> str:
     if damage.truncated:
         return (f"truncated: the JSON stops unfinished at byte {damage.offset} (an interrupted download or "
-                f"extraction?). Kept the {kept} conversations before the damage. Download the export again, "
+                f"extraction?). Kept {_conversations(kept)} before the damage. Download the export again, "
                 "or pass the export .zip itself.")
-    return (f"invalid JSON at byte {damage.offset} ({damage.problem}). Kept the {kept} conversations before the "
+    hint = ""
+    if "trailing garbage" in damage.problem:
+        hint = " If the file holds one JSON object per line, name it .jsonl."
+    return (f"invalid JSON at byte {damage.offset} ({damage.problem}). Kept {_conversations(kept)} before the "
             "damage; the rest of the file was not read. Repair the file around that byte "
-            f"(head -c {damage.offset + 100} FILE | tail -c 200 shows it) or export again.")
+            f"(head -c {damage.offset + 100} FILE | tail -c 200 shows it) or export again.{hint}")
+
+
+def _conversations(count: int) -> str:
+    return f"the {count} conversation{'' if count == 1 else 's'}" if count else "no conversations"

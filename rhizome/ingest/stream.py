@@ -54,8 +54,7 @@ class Layout:
     """What the first bytes of a source say about how to read it."""
 
     kind: str  # "json", "jsonl", "zip", "empty", "utf16" or "not_json"
-    bom: int = 0  # bytes of UTF-8 byte-order mark before the content
-    first_char: str = ""
+    first_char: str = ""  # the first character after any byte-order mark and whitespace
 
 
 class JsonDamage(Exception):
@@ -78,7 +77,7 @@ class BadLine:
 
 
 class _Reader:
-    """A binary reader that skips a byte-order mark, counts bytes, stops at ``limit`` and drives a progress bar."""
+    """Reads ``pending`` bytes, then ``raw``; counts bytes, stops at ``limit`` and drives a progress bar."""
 
     def __init__(self, raw: IO[bytes], pending: bytes = b"", limit: int | None = None, bar=None):
         self.raw = raw
@@ -88,12 +87,13 @@ class _Reader:
         self.offset = 0  # bytes handed to the parser so far, not counting a skipped BOM
         self.last = 0  # size of the latest read
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
         if self.limit is not None:
             room = self.limit - self.offset
             if room <= 0:
                 return b""
-            size = room if size is None or size < 0 else min(size, room)
+            size = room if size < 0 else min(size, room)
         if self.pending:
             data, self.pending = (self.pending, b"") if size < 0 else (self.pending[:size], self.pending[size:])
         else:
@@ -106,6 +106,7 @@ class _Reader:
 
 
 def open_reader(source: Source, limit: int | None = None, bar=None) -> tuple[IO[bytes], _Reader, int]:
+    """The raw stream (to close), a reader positioned after any UTF-8 byte-order mark, and the mark's length."""
     raw = source.open()
     head = raw.read(len(UTF8_BOM))
     if head == UTF8_BOM:
@@ -121,22 +122,21 @@ def sniff_layout(source: Source) -> Layout:
             return Layout("zip")
         if head.startswith(UTF16_BOMS):
             return Layout("utf16")
-        bom = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
-        data = head[bom:]
+        data = head[len(UTF8_BOM):] if head.startswith(UTF8_BOM) else head
         while not data.strip():
             chunk = raw.read(1 << 16)
             if not chunk:
-                return Layout("empty", bom)
+                return Layout("empty")
             data += chunk
             data = data.lstrip()
         first = chr(data.lstrip()[0])
         if first == "[":
-            return Layout("json", bom, first)
+            return Layout("json", first)
         if first != "{":
-            return Layout("not_json", bom, first)
+            return Layout("not_json", first)
         if source.name.lower().endswith(JSONL_SUFFIXES):
-            return Layout("jsonl", bom, first)
-        return Layout("jsonl" if _first_line_is_a_record(source) else "json", bom, first)
+            return Layout("jsonl", first)
+        return Layout("jsonl" if _first_line_is_a_record(source) else "json", first)
 
 
 def _first_line_is_a_record(source: Source) -> bool:

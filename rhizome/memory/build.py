@@ -74,7 +74,7 @@ def _model_token_limit(model_name: str, tokenizer) -> int:
 
 def build_memory(config: EmbedConfig) -> dict:
     """Run the stage; returns the summary that is also saved in memory_config.json."""
-    from rhizome.pdf import load_pdf_texts
+    from rhizome.pdf import PdfTextsError, load_pdf_texts
 
     started = time.perf_counter()
     inputs = config.inputs or default_inputs()
@@ -97,7 +97,11 @@ def build_memory(config: EmbedConfig) -> dict:
         items.extend(items_from_conversations(progress(conversations, desc="conversations", unit="conv"), splitter))
     pdf_chunks = 0
     for path in pdf_files:
-        chunks = load_pdf_texts(path)
+        try:
+            chunks = load_pdf_texts(path)
+        except PdfTextsError as exc:
+            report.error(path, str(exc))
+            continue
         pdf_chunks += len(chunks)
         items.extend(items_from_pdf_chunks(progress(chunks, desc=f"chunks of {Path(path).name}"), splitter))
     if not items:
@@ -130,6 +134,8 @@ def build_memory(config: EmbedConfig) -> dict:
         "messages": report.messages,
         "skipped_conversations": report.skipped_conversations,
         "skipped_messages": report.skipped_messages,
+        "left_out": dict(report.filtered),
+        "ingest": report.summary(),
         "pdf_chunks": pdf_chunks,
         "split_items": sum(1 for item in items if item["parts"] > 1),
         "newly_embedded": newly_embedded,
@@ -147,12 +153,9 @@ def build_memory(config: EmbedConfig) -> dict:
 
 def print_summary(summary: dict, config: EmbedConfig) -> None:
     print(f"\nMemory: {summary['items']} items x {summary['dim']} dims -> {Path(config.output_dir) / VECTORS_FILE}")
-    print(f"  conversations {summary['conversations']} ({summary['messages']} turns), PDF chunks {summary['pdf_chunks']}, "
-          f"split to fit the token limit: {summary['split_items']}")
+    for line in summary["ingest"].splitlines():
+        print(f"  {line}")
+    print(f"  PDF chunks {summary['pdf_chunks']}; texts split to fit the embedder's token limit: "
+          f"{summary['split_items']}")
     print(f"  embedded now {summary['newly_embedded']}, reused from cache {summary['reused_from_cache']}")
     print(f"  index: {summary['index']}; {summary['seconds']} s")
-    if summary["skipped_conversations"] or summary["skipped_messages"]:
-        print(f"  skipped malformed: {summary['skipped_conversations']} conversations, "
-              f"{summary['skipped_messages']} messages")
-    for error in summary["errors"]:
-        print(f"  ! {error['file']}: {error['reason']}")

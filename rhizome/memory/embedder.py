@@ -66,7 +66,9 @@ def _not_found(name: str, what: str, exc: Exception) -> ModelNotFoundError:
 def load_embedder(name: str, device: str = "cpu"):
     """Load a SentenceTransformer without touching the network when the model is local."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a per-weight bar for a 90 MB model is noise
     try:
         return SentenceTransformer(resolve_model_path(name), device=device)
     except (OSError, ValueError) as exc:
