@@ -50,9 +50,13 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag's help; the description's own line breaks (usage examples) kept."""
+
+
 def build_parser(config_cls: type, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=description, epilog=epilog, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=description, epilog=epilog, formatter_class=_HelpFormatter
     )
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
