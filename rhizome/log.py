@@ -23,7 +23,8 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike | None = No
         level=logging.DEBUG if verbose else logging.INFO, format=_FORMAT, datefmt="%H:%M:%S",
         handlers=handlers, force=True,
     )
-    for noisy in ("sentence_transformers", "transformers", "faiss", "pypdf", "httpx", "urllib3", "filelock"):
+    for noisy in ("sentence_transformers", "transformers", "faiss", "pypdf", "httpx", "urllib3", "filelock",
+                  "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

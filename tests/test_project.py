@@ -6,14 +6,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _requirements() -> list[str]:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
+def _requirements(name: str = "requirements.txt") -> list[str]:
+    lines = (ROOT / name).read_text().splitlines()
     return sorted(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
-def test_requirements_txt_matches_pyproject():
+def test_requirement_files_match_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert _requirements() == sorted(project["dependencies"])
+    assert _requirements("requirements-dev.txt") == sorted(project["optional-dependencies"]["dev"])
 
 
 def test_torch_is_pinned_to_the_cpu_build_release():
@@ -22,7 +23,7 @@ def test_torch_is_pinned_to_the_cpu_build_release():
 
 
 def test_every_top_level_script_is_a_thin_entry_point():
-    for script in ("pdf_to_json.py", "batch_embedder.py"):
+    for script in ("pdf_to_json.py", "batch_embedder.py", "data_formatter.py"):
         text = (ROOT / script).read_text()
         assert "from rhizome" in text
         assert len(text.splitlines()) < 80, f"{script} holds logic that belongs in rhizome/"

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Stage 3 of RhizomeML: turn conversations and PDF chunks into a training set in data_finetune/.
+
+    python data_formatter.py                       # conversations.json, conversations2.json, pdf_texts.json here
+    python data_formatter.py --enable-semantic-labeling --extract-keyphrases \\
+        --semantic-mode adaptive --semantic-method hybrid \\
+        --dedup-similarity-threshold 0.95 --qa-quality-score-threshold 0.46
+
+Steps: load -> clean -> pairs -> quality -> dedup -> themes -> split -> write (see README).
+"""
+
+import sys
+
+from rhizome.config import parse_args
+from rhizome.format.pipeline import FormatConfig, run
+from rhizome.format.semantic_memory import SemanticMemoryError
+from rhizome.log import setup_logging
+from rhizome.memory.embedder import ModelNotFoundError
+from rhizome.safe_pickle import UnsafePickleError
+
+
+def main(argv=None) -> int:
+    config, _ = parse_args(FormatConfig, __doc__, argv)
+    setup_logging(config.verbose)
+    try:
+        metadata = run(config)
+    except (ModelNotFoundError, SemanticMemoryError, UnsafePickleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\n{metadata.pop('_step_table')}\n")
+    splits = ", ".join(f"{name} {n}" for name, n in metadata["splits"].items())
+    print(f"Wrote {metadata['total_pairs']} pairs ({splits}) to {config.output_dir}/")
+    if metadata["secrets_redacted"]:
+        print("Secrets redacted: " + ", ".join(f"{k} {v}" for k, v in metadata["secrets_redacted"].items()))
+    if metadata["unique_themes"]:
+        top = ", ".join(list(metadata["theme_distribution"])[:8])
+        print(f"{metadata['unique_themes']} themes; most common: {top}")
+    for error in metadata["import"]["errors"]:
+        print(f"! {error['file']}: {error['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Vectors for the formatter: reuse the memory's, the cache's, and embed only what neither has.
+
+A pair is represented by the normalised sum of its prompt's and reply's
+vectors. Those are message texts, so most were already embedded by
+``batch_embedder.py``: they come from ``memory_texts.npy`` (when it was made
+with the same model) or the shared embedding cache, and only texts that
+cleaning changed, or that were never embedded, are computed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rhizome import safe_pickle
+from rhizome.format.records import Pair
+from rhizome.log import get_logger
+from rhizome.memory.embedder import EmbeddingCache, canonical_model_name, embed_missing, text_key
+from rhizome.memory.store import CONFIG_FILE, METADATA_FILE
+
+log = get_logger(__name__)
+
+
+@dataclass
+class PairVectors:
+    pairs: np.ndarray  # one L2-normalised row per pair
+    prompt_reply_similarity: np.ndarray  # cosine of each pair's prompt and reply
+    from_memory: int  # distinct texts whose vector came from memory_texts.npy
+    embedded: int  # distinct texts embedded (or taken from the cache) in this run
+
+
+def memory_vectors(vectors_path: str | Path, model_name: str) -> dict[str, np.ndarray]:
+    """text hash -> vector from ``memory_texts.npy`` and its metadata, if they were made with ``model_name``."""
+    vectors_path = Path(vectors_path)
+    folder = vectors_path.parent
+    if not vectors_path.exists() or not (folder / METADATA_FILE).exists():
+        return {}
+    config_path = folder / CONFIG_FILE
+    made_with = json.loads(config_path.read_text()).get("embedding_model") if config_path.exists() else None
+    if made_with is None or canonical_model_name(made_with) != canonical_model_name(model_name):
+        log.info("%s was made with %s, not %s: not reused", vectors_path, made_with, model_name)
+        return {}
+    vectors = np.load(vectors_path, allow_pickle=False)
+    metadata = safe_pickle.load(folder / METADATA_FILE)
+    if len(metadata) != len(vectors):
+        log.warning("%s and %s disagree in length: not reused", vectors_path, METADATA_FILE)
+        return {}
+    return {item["text_hash"]: vectors[row] for row, item in enumerate(metadata) if "text_hash" in item}
+
+
+def embed_pairs(pairs: Sequence[Pair], known: dict[str, np.ndarray], cache: EmbeddingCache,
+                load_model: Callable, batch_size: int) -> PairVectors:
+    prompts = [p.prompt for p in pairs]
+    replies = [p.reply for p in pairs]
+    texts = list(dict.fromkeys(prompts + replies))
+    keys = [text_key(t) for t in texts]
+    missing = [(t, k) for t, k in zip(texts, keys) if k not in known]
+    computed = {}
+    if missing:
+        vectors = embed_missing([t for t, _ in missing], [k for _, k in missing], cache, load_model,
+                                batch_size=batch_size)
+        computed = dict(zip((k for _, k in missing), vectors))
+    lookup = {**computed, **{k: known[k] for k in keys if k in known}}
+    prompt_vectors = np.stack([lookup[text_key(t)] for t in prompts]) if pairs else np.zeros((0, 0), np.float32)
+    reply_vectors = np.stack([lookup[text_key(t)] for t in replies]) if pairs else prompt_vectors
+    summed = prompt_vectors + reply_vectors
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    pair_vectors = (summed / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    similarity = np.einsum("ij,ij->i", prompt_vectors, reply_vectors) if pairs else np.zeros(0)
+    return PairVectors(pair_vectors, similarity, from_memory=len(keys) - len(missing), embedded=len(missing))

@@ -1,0 +1,310 @@
+"""Stage 3: conversations and PDF chunks -> ``data_finetune/`` training set.
+
+Steps, each counting what came in and went out (``dataset_metadata.json`` keeps the counts):
+
+    load     every conversation source, pdf_texts.json, and the memory's vectors when made with the same model
+    clean    Unicode / whitespace normalisation, junk turns dropped, secrets redacted (rhizome.format.clean)
+    pairs    user turn + reply with up to --context-turns earlier turns; PDF chunks as instruction pairs
+    quality  a score in [0, 1] per pair (rhizome.format.quality); below --qa-quality-score-threshold dropped,
+             and so are pairs whose prompt/reply similarity is outside [--min/--max-semantic-similarity]
+    dedup    exact, then near duplicates at cosine >= --dedup-similarity-threshold (best of a group survives)
+    themes   TF-IDF terms (+ KeyBERT keyphrases), theme weights by tfidf / ipf / hybrid, adaptive history
+    split    train / validation / test, grouped by conversation and near-duplicate group, stratified by theme
+    write    dataset_<split>.jsonl, dataset_<split>_detailed.jsonl, dataset_metadata.json, format_config.json
+
+Quality is scored before dedup (not after, as the original lists it) because dedup keeps the
+best-scoring pair of each group, and low-quality pairs are dropped before themes so that theme
+weights describe the pairs that are trained on.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rhizome import atomic
+from rhizome.config import option, save_config, to_dict
+from rhizome.device import detect_device
+from rhizome.format import clean as cleaning
+from rhizome.format import dedup, pairs as pairing, quality, split, themes
+from rhizome.format.embeddings import embed_pairs, memory_vectors
+from rhizome.format.records import Pair
+from rhizome.format.semantic_memory import SemanticMemory
+from rhizome.format.steps import StepLog
+from rhizome.ingest import DEFAULT_CONVERSATION_FILES, IngestReport, detect_format, iter_conversations
+from rhizome.log import get_logger, progress
+from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, load_embedder
+from rhizome.pdf import PdfTextsError, load_pdf_texts
+
+log = get_logger(__name__)
+
+DEFAULT_PDF_TEXTS = "pdf_texts.json"
+METADATA_FILE = "dataset_metadata.json"
+CONFIG_FILE = "format_config.json"
+
+
+class FormatError(SystemExit):
+    """A run that cannot produce a training set; the message says which step and what to change."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+@dataclass
+class FormatConfig:
+    inputs: list[str] = option(
+        default_factory=list, positional=True, metavar="FILE",
+        help="conversation exports (ChatGPT, Claude, custom JSON, chat JSONL; files, .zip or folders) and "
+             f"pdf_texts.json; default: whichever of {', '.join(DEFAULT_CONVERSATION_FILES)}, "
+             f"{DEFAULT_PDF_TEXTS} exist here")
+    output_dir: str = option("data_finetune", "folder for the dataset files")
+    input_memory_texts: str = option("memory_texts.npy", "vectors from batch_embedder.py to reuse (with "
+                                     "memory_metadata.pkl beside them) when made with the same model")
+    embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model or local folder")
+    cache_dir: str = option(".rhizome_cache/embeddings", "embedding cache shared with batch_embedder.py")
+    enable_semantic_labeling: bool = option(False, "label themes (TF-IDF) and weight pairs by theme rarity")
+    extract_keyphrases: bool = option(False, "add KeyBERT keyphrases to the themes (slower)")
+    semantic_mode: str = option("adaptive", "adaptive: theme statistics carry over between runs in "
+                                "--semantic-memory-path; normal: each run stands alone",
+                                choices=("normal", "adaptive"))
+    semantic_method: str = option("hybrid", "theme weights: tfidf (inverse frequency), ipf (IPF-calibrated "
+                                  "theme x source table), hybrid (geometric mean of both)", choices=themes.METHODS)
+    semantic_memory_path: str = option("semantic_memory.pkl", "theme history for --semantic-mode adaptive")
+    theme_temperature: float = option(themes.DEFAULT_ALPHA, "alpha in u_t = min(cap, (mean f / f_t)^alpha)")
+    theme_weight_cap: float = option(themes.DEFAULT_CAP, "cap on a theme's weight")
+    themes_per_pair: int = option(themes.DEFAULT_TOP_K, "TF-IDF terms (and keyphrases) per pair")
+    dedup_similarity_threshold: float = option(dedup.DEFAULT_THRESHOLD,
+                                               "near duplicates: cosine >= this (above 1 turns near-dedup off)")
+    qa_quality_score_threshold: float = option(quality.DEFAULT_THRESHOLD, "drop pairs scoring below this")
+    min_semantic_similarity: float = option(0.0, "drop pairs whose reply is less similar than this to the "
+                                            "prompt (cosine; off-topic replies)")
+    max_semantic_similarity: float = option(0.99, "drop pairs whose reply is more similar than this to the "
+                                            "prompt (cosine; replies that only echo the prompt)")
+    context_turns: int = option(pairing.DEFAULT_CONTEXT_TURNS, "earlier turns kept as context in each pair")
+    system_prompt: str | None = option(None, "system message put first in every pair")
+    train_ratio: float = option(0.8, "share of pairs for training")
+    validation_ratio: float = option(0.1, "share of pairs for validation")
+    test_ratio: float = option(0.1, "share of pairs for testing")
+    redact: bool = option(True, "redact API keys, tokens, private keys and passwords (--no-redact: keep them)")
+    seed: int = option(split.DEFAULT_SEED, "seed of the split")
+    workers: int = option(0, "CPU threads for embedding; 0 = one per physical core")
+    batch_size: int = option(32, "texts per embedding batch")
+    force_cpu: bool = option(False, "embed on the CPU even when a GPU is available")
+    verbose: bool = option(False, "debug logging")
+
+
+def default_inputs(folder: Path = Path(".")) -> list[str]:
+    return [str(folder / n) for n in (*DEFAULT_CONVERSATION_FILES, DEFAULT_PDF_TEXTS) if (folder / n).exists()]
+
+
+def _nonempty(items: Sequence, step: str, hint: str) -> None:
+    if not items:
+        raise FormatError(f"step '{step}' left no training pairs. {hint}")
+
+
+def run(config: FormatConfig) -> dict[str, Any]:
+    """Run every step and write the dataset; returns ``dataset_metadata.json``'s content."""
+    ratios = (config.train_ratio, config.validation_ratio, config.test_ratio)
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise FormatError(f"split ratios {ratios} must add up to 1")
+    steps = StepLog()
+
+    # load
+    inputs = config.inputs or default_inputs()
+    if not inputs:
+        raise FormatError(
+            "nothing to format. Put conversations.json (ChatGPT) / conversations2.json (Claude) here, or run "
+            "`python pdf_to_json.py PDFs/` first for pdf_texts.json, or name files: python data_formatter.py FILE ...")
+    pdf_files = [p for p in inputs if Path(p).is_file() and detect_format(p) == "pdf_texts"]
+    report = IngestReport()
+    with steps.step("load", len(inputs)) as step:
+        conversations = list(progress(iter_conversations([p for p in inputs if p not in pdf_files], report),
+                                      desc="load conversations", unit="conv"))
+        chunks = []
+        for path in pdf_files:
+            try:
+                chunks.extend(load_pdf_texts(path))
+            except PdfTextsError as exc:
+                report.error(path, str(exc))
+        known = memory_vectors(config.input_memory_texts, config.embedding_model)
+        step.done(len(conversations) + len(chunks), conversations=len(conversations), pdf_chunks=len(chunks),
+                  memory_vectors=len(known), skipped_conversations=report.skipped_conversations,
+                  skipped_messages=report.skipped_messages)
+    for file, reason in report.errors:
+        log.warning("%s: %s", file, reason)
+    _nonempty(conversations + chunks, "load", "No conversation or PDF chunk could be read from "
+              f"{', '.join(inputs)}; see the messages above.")
+
+    # clean
+    clean_stats = cleaning.CleanStats()
+    with steps.step("clean", len(conversations) + len(chunks)) as step:
+        conversations = [c for c in (cleaning.clean_conversation(c, clean_stats, config.redact)
+                                     for c in progress(conversations, desc="clean", unit="conv")) if c]
+        chunks = [c for c in (cleaning.clean_chunk(c, clean_stats, config.redact) for c in chunks) if c]
+        step.done(len(conversations) + len(chunks), redacted=sum(clean_stats.redacted.values()),
+                  dropped=sum(clean_stats.dropped.values()))
+    _nonempty(conversations + chunks, "clean", "Every turn was empty or junk.")
+
+    # pairs
+    pair_stats = pairing.PairStats()
+    with steps.step("pairs", len(conversations) + len(chunks)) as step:
+        pairs: list[Pair] = []
+        for conversation in progress(conversations, desc="pairs", unit="conv"):
+            pairs.extend(pairing.pairs_from_conversation(conversation, config.context_turns, config.system_prompt,
+                                                         pair_stats))
+        pairs.extend(p for p in (pairing.pair_from_chunk(c, config.system_prompt, pair_stats) for c in chunks) if p)
+        step.done(len(pairs), conversation_pairs=pair_stats.conversation_pairs, pdf_pairs=pair_stats.pdf_pairs)
+    _nonempty(pairs, "pairs", "No user turn has an assistant reply, and no PDF chunk is long enough; lower "
+              "--context-turns does not help here: check the inputs.")
+
+    device = detect_device(config.force_cpu)
+    if config.workers:
+        import torch
+
+        torch.set_num_threads(config.workers)
+    models: list = []
+
+    def load_model():
+        if not models:
+            log.info("loading %s on %s", config.embedding_model, device.describe())
+            models.append(load_embedder(config.embedding_model, device=device.torch_device))
+        return models[0]
+
+    cache = EmbeddingCache(config.cache_dir, config.embedding_model)
+    vectors = embed_pairs(pairs, known, cache, load_model, config.batch_size)
+
+    # quality
+    with steps.step("quality", len(pairs)) as step:
+        kept, kept_rows = [], []
+        low_quality = off_topic = echo = 0
+        for row, pair in enumerate(progress(pairs, desc="quality", unit="pair")):
+            pair.quality, pair.quality_components = quality.score_pair(pair)
+            similarity = float(vectors.prompt_reply_similarity[row])
+            pair.quality_components["prompt_reply_similarity"] = round(similarity, 4)
+            if pair.quality < config.qa_quality_score_threshold:
+                low_quality += 1
+            elif similarity < config.min_semantic_similarity:
+                off_topic += 1
+            elif similarity > config.max_semantic_similarity:
+                echo += 1
+            else:
+                kept.append(pair)
+                kept_rows.append(row)
+        step.done(len(kept), below_quality_threshold=low_quality, below_min_similarity=off_topic,
+                  above_max_similarity=echo, threshold=config.qa_quality_score_threshold)
+    _nonempty(kept, "quality", "Lower --qa-quality-score-threshold (now "
+              f"{config.qa_quality_score_threshold}) or widen --min/--max-semantic-similarity.")
+    pairs, pair_vectors = kept, vectors.pairs[kept_rows]
+
+    # dedup
+    with steps.step("dedup", len(pairs)) as step:
+        kept_pairs, dedup_stats = dedup.dedup_pairs(pairs, pair_vectors, config.dedup_similarity_threshold)
+        index_of = {p.id: row for row, p in enumerate(pairs)}
+        pair_vectors = pair_vectors[[index_of[p.id] for p in kept_pairs]]
+        pairs = kept_pairs
+        step.done(len(pairs), exact_duplicates=dedup_stats.exact_removed, near_duplicates=dedup_stats.near_removed)
+
+    # themes
+    theme_stats = None
+    semantic_memory = None
+    with steps.step("themes", len(pairs)) as step:
+        if config.enable_semantic_labeling:
+            keyphrases = None
+            if config.extract_keyphrases:
+                keyphrases = themes.extract_keyphrases([p.text for p in pairs], pair_vectors, load_model(),
+                                                       top_n=config.themes_per_pair, cache=cache)
+            themes.label_themes(pairs, config.themes_per_pair, keyphrases)
+            counts = themes.theme_counts(pairs)
+            frequencies = None
+            if config.semantic_mode == "adaptive":
+                semantic_memory = SemanticMemory.load(config.semantic_memory_path)
+                frequencies = semantic_memory.effective_counts(counts)
+            theme_stats = themes.assign_theme_weights(pairs, config.semantic_method, frequencies,
+                                                      config.theme_temperature, config.theme_weight_cap)
+            step.done(len(pairs), unique_themes=len(counts), method=config.semantic_method,
+                      mode=config.semantic_mode)
+        else:
+            step.done(len(pairs), skipped="--enable-semantic-labeling not set")
+
+    # split
+    with steps.step("split", len(pairs)) as step:
+        splits = split.split_pairs(pairs, ratios, config.seed)
+        step.done(sum(len(s) for s in splits.values()), **{name: len(s) for name, s in splits.items()})
+
+    # write
+    out = Path(config.output_dir)
+    with steps.step("write", len(pairs)) as step:
+        for name, members in splits.items():
+            atomic.write_jsonl(out / f"dataset_{name}.jsonl", (p.training_record() for p in members))
+            atomic.write_jsonl(out / f"dataset_{name}_detailed.jsonl", (p.detailed_record() for p in members))
+        step.done(len(pairs), files=2 * len(splits) + 2)
+    if semantic_memory is not None:
+        semantic_memory.record_run(themes.theme_counts(pairs), themes.source_counts(pairs), len(pairs))
+        semantic_memory.save(config.semantic_memory_path)
+
+    metadata = _metadata(config, splits, steps, report, clean_stats, pair_stats, dedup_stats, theme_stats,
+                         semantic_memory, vectors, device.kind)
+    atomic.write_json(out / METADATA_FILE, metadata)
+    save_config(config, out / CONFIG_FILE)
+    metadata["_step_table"] = steps.table()
+    return metadata
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.pstdev(values), 4),
+            "min": round(min(values), 4), "max": round(max(values), 4)}
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("rhizomeml", "numpy", "torch", "sentence-transformers", "transformers", "scikit-learn",
+                    "faiss-cpu", "keybert", "pypdf", "ijson"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _metadata(config, splits, steps, report, clean_stats, pair_stats, dedup_stats, theme_stats, semantic_memory,
+              vectors, device_kind) -> dict[str, Any]:
+    every = [p for members in splits.values() for p in members]
+    theme_distribution = Counter(t for p in every for t in p.themes)
+    dedup_summary = {k: v for k, v in dedup_stats.as_dict().items() if k != "seconds"}  # keep the file reproducible
+    return {
+        "format": "rhizome.dataset_metadata",
+        "version": 1,
+        "total_pairs": len(every),
+        "splits": {name: len(members) for name, members in splits.items()},
+        "theme_distribution": dict(sorted(theme_distribution.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unique_themes": len(theme_distribution),
+        "quality_stats": {name: _stats([p.quality for p in members]) for name, members in splits.items()},
+        "theme_weight_stats": {name: _stats([p.theme_weight for p in members]) for name, members in splits.items()},
+        "sources": {name: dict(sorted(Counter(p.source for p in members).items()))
+                    for name, members in splits.items()},
+        "steps": steps.metadata(),
+        "import": {"conversations": report.conversations, "messages": report.messages,
+                   "skipped_conversations": report.skipped_conversations,
+                   "skipped_messages": report.skipped_messages, "left_out": dict(sorted(report.filtered.items())),
+                   "errors": [{"file": f, "reason": r} for f, r in report.errors]},
+        "clean": clean_stats.as_dict(),
+        "secrets_redacted": dict(sorted(clean_stats.redacted.items())),
+        "pairs": pair_stats.as_dict(),
+        "embeddings": {"model": config.embedding_model, "texts_from_memory": vectors.from_memory,
+                       "texts_embedded_or_cached": vectors.embedded, "device": device_kind},
+        "dedup": dedup_summary,
+        "themes": theme_stats.as_dict() if theme_stats else None,
+        "semantic_memory": ({k: v for k, v in semantic_memory.as_dict().items() if k not in ("created", "updated")}
+                            if semantic_memory else None),
+        "config": to_dict(config),
+        "seed": config.seed,
+        "library_versions": _library_versions(),
+    }
