@@ -23,9 +23,10 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike | None = No
         level=logging.DEBUG if verbose else logging.INFO, format=_FORMAT, datefmt="%H:%M:%S",
         handlers=handlers, force=True,
     )
-    for noisy in ("sentence_transformers", "transformers", "faiss", "pypdf", "httpx", "urllib3", "filelock",
-                  "bitsandbytes"):
+    for noisy in ("sentence_transformers", "transformers", "faiss", "pypdf", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Imported by peft on every run, it warns that an optional CPU kernel package is missing; harmless.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def get_logger(name: str) -> logging.Logger:
