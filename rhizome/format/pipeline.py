@@ -35,14 +35,13 @@ from rhizome.format.embeddings import embed_pairs, memory_vectors
 from rhizome.format.records import Pair
 from rhizome.format.semantic_memory import SemanticMemory
 from rhizome.format.steps import StepLog
-from rhizome.ingest import DEFAULT_CONVERSATION_FILES, IngestReport, detect_format, iter_conversations
+from rhizome.ingest import IngestReport, iter_conversations
+from rhizome.inputs import INPUTS_HELP, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, load_embedder
-from rhizome.pdf import PdfTextsError, load_pdf_texts
 
 log = get_logger(__name__)
 
-DEFAULT_PDF_TEXTS = "pdf_texts.json"
 METADATA_FILE = "dataset_metadata.json"
 CONFIG_FILE = "format_config.json"
 
@@ -56,11 +55,7 @@ class FormatError(SystemExit):
 
 @dataclass
 class FormatConfig:
-    inputs: list[str] = option(
-        default_factory=list, positional=True, metavar="FILE",
-        help="conversation exports (ChatGPT, Claude, custom JSON, chat JSONL; files, .zip or folders) and "
-             f"pdf_texts.json; default: whichever of {', '.join(DEFAULT_CONVERSATION_FILES)}, "
-             f"{DEFAULT_PDF_TEXTS} exist here")
+    inputs: list[str] = option(default_factory=list, positional=True, metavar="FILE", help=INPUTS_HELP)
     output_dir: str = option("data_finetune", "folder for the dataset files")
     input_memory_texts: str = option("memory_texts.npy", "vectors from batch_embedder.py to reuse (with "
                                      "memory_metadata.pkl beside them) when made with the same model")
@@ -97,10 +92,6 @@ class FormatConfig:
     verbose: bool = option(False, "debug logging")
 
 
-def default_inputs(folder: Path = Path(".")) -> list[str]:
-    return [str(folder / n) for n in (*DEFAULT_CONVERSATION_FILES, DEFAULT_PDF_TEXTS) if (folder / n).exists()]
-
-
 def _nonempty(items: Sequence, step: str, hint: str) -> None:
     if not items:
         raise FormatError(f"step '{step}' left no training pairs. {hint}")
@@ -119,17 +110,12 @@ def run(config: FormatConfig) -> dict[str, Any]:
         raise FormatError(
             "nothing to format. Put conversations.json (ChatGPT) / conversations2.json (Claude) here, or run "
             "`python pdf_to_json.py PDFs/` first for pdf_texts.json, or name files: python data_formatter.py FILE ...")
-    pdf_files = [p for p in inputs if Path(p).is_file() and detect_format(p) == "pdf_texts"]
+    conversation_files, pdf_files = split_inputs(inputs)
     report = IngestReport()
     with steps.step("load", len(inputs)) as step:
-        conversations = list(progress(iter_conversations([p for p in inputs if p not in pdf_files], report),
+        conversations = list(progress(iter_conversations(conversation_files, report),
                                       desc="load conversations", unit="conv"))
-        chunks = []
-        for path in pdf_files:
-            try:
-                chunks.extend(load_pdf_texts(path))
-            except PdfTextsError as exc:
-                report.error(path, str(exc))
+        chunks = load_pdf_chunks(pdf_files, report)
         known = memory_vectors(config.input_memory_texts, config.embedding_model)
         step.done(len(conversations) + len(chunks), conversations=len(conversations), pdf_chunks=len(chunks),
                   memory_vectors=len(known), skipped_conversations=report.skipped_conversations,

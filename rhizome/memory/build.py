@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from rhizome import atomic
 from rhizome.config import option, save_config
 from rhizome.device import detect_device
-from rhizome.ingest import DEFAULT_CONVERSATION_FILES, IngestReport, detect_format, iter_conversations
+from rhizome.ingest import IngestReport, iter_conversations
+from rhizome.inputs import INPUTS_HELP, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory import index as faiss_index
 from rhizome.memory.embedder import (
@@ -31,17 +31,9 @@ from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS
 
 log = get_logger(__name__)
 
-DEFAULT_PDF_TEXTS = "pdf_texts.json"
-
-
 @dataclass
 class EmbedConfig:
-    inputs: list[str] = option(
-        default_factory=list, positional=True, metavar="FILE",
-        help="conversation exports (ChatGPT, Claude, custom JSON, chat JSONL; .json, .jsonl, .zip or a folder) "
-             f"and pdf_texts.json files; default: whichever of {', '.join(DEFAULT_CONVERSATION_FILES)}, "
-             f"{DEFAULT_PDF_TEXTS} exist here",
-    )
+    inputs: list[str] = option(default_factory=list, positional=True, metavar="FILE", help=INPUTS_HELP)
     output_dir: str = option(".", "folder for memory_texts.npy, memory_metadata.pkl, memory_index.faiss", flag="-o")
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL,
                                   "sentence-transformers model name or local folder (the default ships in "
@@ -57,10 +49,6 @@ class EmbedConfig:
     verbose: bool = option(False, "debug logging")
 
 
-def default_inputs(folder: Path = Path(".")) -> list[str]:
-    return [str(folder / name) for name in (*DEFAULT_CONVERSATION_FILES, DEFAULT_PDF_TEXTS) if (folder / name).exists()]
-
-
 def _model_token_limit(model_name: str, tokenizer) -> int:
     """The sentence-transformers max_seq_length (what encode() truncates to), minus [CLS]/[SEP]."""
     config = Path(resolve_model_path(model_name)) / "sentence_bert_config.json"
@@ -74,8 +62,6 @@ def _model_token_limit(model_name: str, tokenizer) -> int:
 
 def build_memory(config: EmbedConfig) -> dict:
     """Run the stage; returns the summary that is also saved in memory_config.json."""
-    from rhizome.pdf import PdfTextsError, load_pdf_texts
-
     started = time.perf_counter()
     inputs = config.inputs or default_inputs()
     if not inputs:
@@ -83,8 +69,7 @@ def build_memory(config: EmbedConfig) -> dict:
             "error: nothing to embed. Put conversations.json (ChatGPT) / conversations2.json (Claude) or "
             "pdf_texts.json (from pdf_to_json.py) here, or pass files: python batch_embedder.py FILE ..."
         )
-    pdf_files = [p for p in inputs if Path(p).is_file() and detect_format(p) == "pdf_texts"]
-    conversation_files = [p for p in inputs if p not in pdf_files]
+    conversation_files, pdf_files = split_inputs(inputs)
 
     tokenizer = load_tokenizer(config.embedding_model)
     max_tokens = config.max_tokens or _model_token_limit(config.embedding_model, tokenizer)
@@ -95,15 +80,8 @@ def build_memory(config: EmbedConfig) -> dict:
     if conversation_files:
         conversations = iter_conversations(conversation_files, report)
         items.extend(items_from_conversations(progress(conversations, desc="conversations", unit="conv"), splitter))
-    pdf_chunks = 0
-    for path in pdf_files:
-        try:
-            chunks = load_pdf_texts(path)
-        except PdfTextsError as exc:
-            report.error(path, str(exc))
-            continue
-        pdf_chunks += len(chunks)
-        items.extend(items_from_pdf_chunks(progress(chunks, desc=f"chunks of {Path(path).name}"), splitter))
+    chunks = load_pdf_chunks(pdf_files, report)
+    items.extend(items_from_pdf_chunks(progress(chunks, desc="PDF chunks", unit="chunk"), splitter))
     if not items:
         raise SystemExit(f"error: no text found in {', '.join(inputs)}; see the messages above for why")
 
@@ -136,7 +114,7 @@ def build_memory(config: EmbedConfig) -> dict:
         "skipped_messages": report.skipped_messages,
         "left_out": dict(report.filtered),
         "ingest": report.summary(),
-        "pdf_chunks": pdf_chunks,
+        "pdf_chunks": len(chunks),
         "split_items": sum(1 for item in items if item["parts"] > 1),
         "newly_embedded": newly_embedded,
         "reused_from_cache": len(set(keys)) - newly_embedded,
