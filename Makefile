@@ -12,6 +12,7 @@ setup:
 bench: setup  ## benchmarks: ratios measured side by side
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/pdf.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/embed.py
+	.venv/bin/python bench/dedup.py
 	.venv/bin/python bench/index.py
 
 samples: setup  ## regenerate the bundled sample PDFs and conversation files

@@ -17,9 +17,12 @@ orthonormal directions can only shrink distances, so every pair within the
 cosine radius stays within it in the projection, and the only way to miss one
 is the IVF probing ``nprobe`` cells of ``n / IVF_LIST_SIZE``. Every candidate is
 then checked exactly on the full vectors (float64 where float32 rounding could
-decide it). ``bench/dedup.py``
-measures this against scikit-learn's all-pairs cosine similarity: identical
-groups, planted-duplicate recall 1.0, and the figures quoted in its docstring.
+decide it). ``bench/dedup.py`` measures this against scikit-learn's all-pairs
+cosine similarity: identical groups, planted-duplicate recall 1.0, and the
+figures quoted in its docstring. On 34,578 real all-MiniLM-L6-v2 embeddings
+(library docstrings plus 1,500 lightly edited copies), IVF with the default
+``nprobe`` found every pair exact search found at 0.95 (5,887) and at 0.90
+(17,818); at 0.85 it missed 1 of 63,105.
 """
 
 from __future__ import annotations

@@ -48,7 +48,13 @@ so a theme of average frequency weighs 1, rarer themes more, never over cap.
   two margins: themes get T's row sums times u_t (rescaled to T's total: tempered
   toward uniform), sources keep their observed totals (reweighting must not
   shift the conversation / PDF mix). With F the fitted table, a pair's raw weight
-  is the mean over its themes of F[t, s] / T[t, s].
+  is the mean over its themes of F[t, s] / T[t, s]. IPF's fit is T scaled by a
+  factor per theme and one per source, so the weighted number of pairs of each
+  source equals its observed count exactly. When the theme targets cannot be
+  met within those source totals (a boosted theme found in one source only),
+  IPF does not converge; it stops after 1,000 sweeps on the source margin, met
+  exactly, with the theme margin as close as the sources allow (``ipf`` in the
+  statistics says how close).
 * ``hybrid`` (default): the geometric mean of the normalised tfidf and ipf weights.
 
 Raw weights are divided by their mean over pairs that have themes, so the mean
@@ -355,7 +361,8 @@ def _ipf_raw(themed: Sequence[Pair], weights: Mapping[str, float]) -> tuple[np.n
     theme_target *= table.sum() / theme_target.sum()
     fit = ipf(table, [theme_target, table.sum(axis=0)], [0, 1], tol=1e-9, max_iter=1000)
     if not fit.converged:
-        log.warning("IPF stopped after %d sweeps %.2g off its targets; using that fit", fit.iterations, fit.max_error)
+        log.info("IPF: theme targets unreachable within the source totals (%.2g off after %d sweeps); "
+                 "source shares are kept exactly, themes balanced as far as they allow", fit.max_error, fit.iterations)
     factor = np.divide(fit.table, table, out=np.ones_like(table), where=table > 0)
     raw = np.array([np.mean([factor[theme_row[t], source_col[p.source]] for t in p.themes]) for p in themed])
     return raw, {"converged": fit.converged, "iterations": fit.iterations, "max_error": fit.max_error}
@@ -373,7 +380,7 @@ def assign_theme_weights(pairs: Sequence[Pair], method: str = "hybrid",
     if method not in METHODS:
         raise ValueError(f"unknown semantic method {method!r}; choose one of {', '.join(METHODS)}")
     counts = theme_counts(pairs)
-    frequencies = counts if frequencies is None else {t: frequencies[t] for t in counts}
+    frequencies = counts if frequencies is None else {t: frequencies.get(t, c) for t, c in counts.items()}
     weights = inverse_frequency_weights(frequencies, alpha, cap)
     themed = [p for p in pairs if p.themes]
     stats = ThemeWeightStats(method=method, alpha=alpha, cap=cap, themed_pairs=len(themed),

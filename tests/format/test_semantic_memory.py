@@ -73,7 +73,7 @@ class Boom:
         return (print, ("pwned",))
 
 
-def test_crafted_semantic_memory_is_refused(tmp_path):
+def test_crafted_semantic_memory_pickle_is_refused_by_loader(tmp_path):
     path = tmp_path / "semantic_memory.pkl"
     path.write_bytes(pickle.dumps({"schema": "rhizome.semantic_memory", "payload": Boom()}))
     with pytest.raises(safe_pickle.UnsafePickleError, match="builtins.print"):
