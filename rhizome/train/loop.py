@@ -1,0 +1,605 @@
+"""The training loop, in one place: ``FineTune.setup()`` builds everything from a TrainConfig,
+``train()`` runs the steps, ``evaluate()`` measures the validation loss, ``save_checkpoint()`` writes
+what a resume needs, ``finish()`` writes ``final/``.
+
+One optimizer step trains on ``batch_size x grad_accum x processes`` rows of the epoch plan (see
+``packing.py``). Its loss is the sum of the cross-entropy over every assistant token of those rows
+divided by their number, so micro-batching, packing and the number of processes do not change it.
+The LM head runs only at positions that carry loss (about 40% of tokens, vocabulary 49k).
+
+Exact resume: the epoch order comes from (seed, epoch), dropout is reseeded from (seed, step, rank)
+at every step, and a checkpoint holds the adapter, AdamW and schedule state, RNG states, theme counts
+and metrics; so a run killed at any point and restarted with the same command follows the same
+loss curve and ends with the same adapter as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rhizome import atomic
+from rhizome.config import save_config, to_dict
+from rhizome.device import detect_device
+from rhizome.log import get_logger, progress
+from rhizome.train import checkpoint as ckpt
+from rhizome.train.cache import file_digest, load_or_tokenize
+from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
+from rhizome.train.data import IGNORE_INDEX, TokenizedData
+from rhizome.train.model import (
+    LoraSetup,
+    apply_lora,
+    choose_quantization,
+    count_parameters,
+    load_base_model,
+    load_tokenizer,
+    resolve_model,
+)
+from rhizome.train.packing import collate, epoch_rows, padded_efficiency
+from rhizome.train.sampler import ThemeWeightedSampler
+from rhizome.train.tracker import ThemeTracker
+
+log = get_logger(__name__)
+
+CONFIG_FILE = "training_config.json"
+
+
+class ResumeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+
+class CausalLMLoss(nn.Module):
+    """Summed next-token cross-entropy over the labelled positions, the LM head computed only there."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, position_ids, labels):
+        causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+        # No attention mask and no cache: transformers then masks attention block-diagonally per packed sample.
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+        keep = labels != IGNORE_INDEX
+        logits = causal_lm.get_output_embeddings()(hidden[keep])
+        return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 autocast measured 1.6x faster than fp32 there (bench/train.py); without
+    them bf16 matmuls are emulated and slower, so fp32 stays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _data_summary(data: TokenizedData) -> dict:
+    lengths = data.lengths
+    return {**data.stats, "tokens": int(lengths.sum()), "mean_length": float(lengths.mean()),
+            "max_length": int(lengths.max()), "label_tokens": int(data.targets.sum()),
+            "themes": len({t for themes in data.themes for t in themes})}
+
+
+class FineTune:
+    def __init__(self, config: TrainConfig, dist: Dist | None = None):
+        self.config = config
+        self.dist = dist or Dist()
+        self.run_dir = config.run_dir
+        self.step = 0
+        self.history: dict = {"train": [], "eval": []}
+        self.best: dict = {"step": None, "loss": None}
+        self.summary_lines: list[str] = []
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        c, dist = self.config, self.dist
+        self.device = detect_device(c.force_cpu)
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.threads = torch.get_num_threads()
+        self.torch_device = torch.device(f"cuda:{dist.local_rank}" if self.device.kind == "cuda" else self.device.kind)
+        self.autocast_dtype = self._autocast_dtype()
+        if not c.per_device_train_batch_size:
+            c.per_device_train_batch_size = 8 if self.device.kind == "cuda" else 2
+
+        resume_from = self._prepare_run_dir()
+
+        if dist.main:
+            self.model_path = resolve_model(c.model)  # converts the shipped GGUF once
+        dist.barrier()
+        self.model_path = resolve_model(c.model)
+        self.tokenizer = load_tokenizer(c.model, self.model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+        self.quantization, self.quantization_reason = choose_quantization(c.quantization, self.device.kind,
+                                                                          self.model_path)
+        torch.manual_seed(c.seed)  # LoRA init
+        base = load_base_model(c.model, self.model_path, self.quantization, str(self.torch_device), torch.float32)
+        self.model = apply_lora(base, LoraSetup(c.lora_r, c.lora_alpha, c.lora_dropout, tuple(c.lora_target_modules),
+                                                c.gradient_checkpointing), self.quantization)
+        self.loss_module: nn.Module = CausalLMLoss(self.model)
+        if dist.world > 1:
+            self.loss_module = nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[dist.local_rank] if self.device.kind == "cuda" else None)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+        self._load_data()
+        self._plan()
+
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(c.lr_scheduler_type, self.optimizer, num_warmup_steps=c.warmup_steps,
+                                       num_training_steps=self.total_steps)
+        if resume_from is not None:
+            self._resume(resume_from)
+        if dist.main:
+            save_config(c, self.run_dir / CONFIG_FILE, **self._versions())
+        self._describe()
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        precision = self.config.precision
+        if precision == "bf16":
+            return torch.bfloat16
+        if precision == "auto" and self.device.kind == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if precision == "auto" and self.device.kind == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return None
+
+    def _prepare_run_dir(self) -> Path | None:
+        """Clear the run for --fresh, else find the checkpoint to resume (checking the settings still match)."""
+        c, run_dir = self.config, self.run_dir
+        if self.dist.main:
+            ckpt.remove_partial(run_dir)
+            if c.fresh:
+                for _, path in ckpt.checkpoints(run_dir):
+                    shutil.rmtree(path)
+                for name in ("best", "final"):
+                    shutil.rmtree(run_dir / name, ignore_errors=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        if c.fresh:
+            return None
+        latest = ckpt.latest_checkpoint(run_dir)
+        if latest is None:
+            return None
+        saved_file = run_dir / CONFIG_FILE
+        if saved_file.exists():
+            saved = json.loads(saved_file.read_text(encoding="utf-8"))
+            changed = sorted(k for k, v in to_dict(c).items()
+                             if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v)
+            if changed:
+                raise ResumeError(
+                    f"{run_dir} holds a run with different settings ({', '.join(changed)}); rerun with the "
+                    "same settings to resume it, --fresh to start over, or --output-dir for a new run"
+                )
+        return latest
+
+    def _load_data(self) -> None:
+        c, dist = self.config, self.dist
+        cache_dir = c.cache_dir if c.use_cache else None
+
+        def load(path: str) -> tuple[TokenizedData, str]:
+            if dist.main:
+                result = load_or_tokenize(path, self.tokenizer, c.max_seq_length, c.loss_on, cache_dir=cache_dir,
+                                          force_rebuild=c.force_rebuild_cache)
+            dist.barrier()
+            if not dist.main:
+                result = load_or_tokenize(path, self.tokenizer, c.max_seq_length, c.loss_on, cache_dir=cache_dir)
+            return result
+
+        self.train_data, self.cache_source = load(c.train_file)
+        self.train_digest = file_digest(c.train_file)
+        self.val_data = None
+        if c.validation_file and Path(c.validation_file).exists():
+            self.val_data = load(c.validation_file)[0].subset(c.eval_samples)
+        else:
+            log.warning("no validation file at %s: evaluation and best-checkpoint selection are skipped",
+                        c.validation_file)
+        self.sampler = ThemeWeightedSampler(self.train_data.weights, seed=c.seed, weighted=c.use_theme_weighting,
+                                            temperature=c.theme_temperature, cap=c.theme_weight_cap)
+        if c.use_theme_weighting and self.sampler.is_uniform:
+            log.warning("all theme weights are identical: theme-weighted sampling is plain sampling with "
+                        "replacement (run data_formatter.py with --enable-semantic-labeling)")
+        self.tracker = ThemeTracker(self.train_data.themes)
+
+    def _plan(self) -> None:
+        """Every step's rows: epoch orders from the sampler, packed; a step = the next rows_per_step rows."""
+        c = self.config
+        self.rows_per_step = c.per_device_train_batch_size * c.gradient_accumulation_steps * self.dist.world
+        lengths = self.train_data.lengths
+        self.epoch_rows: list[list[list[int]]] = []
+        self.padded_efficiency: list[float] = []
+        self.schedule: list[tuple[int, int, int]] = []  # (epoch, first row, end row)
+        full_epochs = math.floor(c.num_train_epochs)
+        fraction = c.num_train_epochs - full_epochs
+        epoch = 0
+        while True:
+            if c.max_steps and len(self.schedule) >= c.max_steps:
+                break
+            if not c.max_steps and epoch >= full_epochs + (fraction > 0):
+                break
+            order = self.sampler.epoch_order(epoch)
+            rows = epoch_rows(order, lengths, capacity=c.max_seq_length, packing=c.use_sequence_packing,
+                              window=c.pack_window)
+            self.epoch_rows.append(rows)
+            self.padded_efficiency.append(padded_efficiency(order, lengths, c.per_device_train_batch_size))
+            steps = math.ceil(len(rows) / self.rows_per_step)
+            if not c.max_steps and epoch == full_epochs:
+                steps = max(1, round(steps * fraction))
+            self.schedule += [(epoch, s * self.rows_per_step, min(len(rows), (s + 1) * self.rows_per_step))
+                              for s in range(steps)]
+            epoch += 1
+        if c.max_steps:
+            self.schedule = self.schedule[: c.max_steps]
+        self.total_steps = len(self.schedule)
+        self.steps_per_epoch = math.ceil(len(self.epoch_rows[0]) / self.rows_per_step)
+        self.val_rows = None
+        if self.val_data is not None:
+            self.val_rows = epoch_rows(np.arange(len(self.val_data)), self.val_data.lengths,
+                                       capacity=c.max_seq_length, packing=c.use_sequence_packing,
+                                       window=c.pack_window)
+
+    def _resume(self, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = json.loads((path / ckpt.STATE_FILE).read_text(encoding="utf-8"))
+        if state.get("train_data_sha256") != self.train_digest:
+            raise ResumeError(f"{self.config.train_file} changed since {path} was written; "
+                              "pass --fresh to train on the new data from the start")
+        set_peft_model_state_dict(self.model, load_file(path / "adapter_model.safetensors",
+                                                        device=str(self.torch_device)))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True,
+                                                  map_location=self.torch_device))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        ckpt.load_rng_state(path / "rng_state.pth")
+        self.tracker.load_state_dict(json.loads((path / "theme_tracker_state.json").read_text(encoding="utf-8")))
+        metrics = json.loads((path / "training_metrics.json").read_text(encoding="utf-8"))
+        self.history = {"train": metrics["train"], "eval": metrics["eval"]}
+        self.step = state["step"]
+        self.best = state["best"]
+        log.info("resuming from %s (step %d of %d)", path, self.step, self.total_steps)
+
+    def _versions(self) -> dict:
+        import peft
+        import transformers
+
+        return {"_versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                              "peft": peft.__version__}}
+
+    def _describe(self) -> None:
+        c = self.config
+        trainable, total = count_parameters(self.model)
+        data = _data_summary(self.train_data)
+        rows = self.epoch_rows[0]
+        packing = (f"off (one sample per row, padded to the longest in each batch: "
+                   f"{self.padded_efficiency[0]:.1%} of slots are real tokens)")
+        if c.use_sequence_packing:
+            real = sum(int(self.train_data.lengths[i]) for row in rows for i in row)
+            packing = (f"on (best-fit decreasing, window {c.pack_window}): {len(rows):,} rows, "
+                       f"{real / (len(rows) * c.max_seq_length):.1%} of slots are real tokens vs "
+                       f"{self.padded_efficiency[0]:.1%} with padding only")
+        weighting = "off (plain shuffled epochs)"
+        if c.use_theme_weighting:
+            weighting = (f"on (temperature {c.theme_temperature}, cap {c.theme_weight_cap}x median; effective "
+                         f"samples {self.sampler.effective_samples():,.0f} of {self.sampler.size:,})")
+        lora_layers = sorted({n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in self.model.named_parameters()
+                              if ".lora_A." in n})
+        self.summary_lines = [
+            f"Model: {c.model_name} ({self.model_path})",
+            f"Parameters: {trainable:,} trainable / {total:,} total ({trainable / max(1, total):.2%})",
+            f"Quantisation: {self.quantization_reason}",
+            f"LoRA: r={c.lora_r} alpha={c.lora_alpha} dropout={c.lora_dropout} on {', '.join(lora_layers)}",
+            f"Device: {self.device.describe() if self.device.kind != 'cpu' else f'CPU ({self.threads} threads)'}, "
+            f"precision {'bf16 autocast' if self.autocast_dtype else 'fp32'}",
+            f"Batch: {c.per_device_train_batch_size} rows x {c.gradient_accumulation_steps} accumulation"
+            + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
+            + f" = {self.rows_per_step} rows per step, max_seq_length {c.max_seq_length}",
+            f"Data: {data['samples']:,} samples ({data['truncated']} truncated, {data['dropped_no_target']} dropped), "
+            f"mean {data['mean_length']:.1f} tokens, {data['themes']:,} themes"
+            + (f"; validation {len(self.val_data):,} samples" if self.val_data is not None else "; no validation"),
+            f"Packing: {packing}",
+            f"Cache: {self.cache_source} ({c.cache_dir})" if c.use_cache else "Cache: off",
+            f"Theme weighting: {weighting}",
+            f"Steps: {self.total_steps:,} ({self.steps_per_epoch:,} per epoch), checkpoint every {c.save_steps}, "
+            f"eval every {c.eval_every}; output {self.run_dir}",
+        ]
+        if self.dist.main:
+            for line in self.summary_lines:
+                log.info(line)
+
+    # ------------------------------------------------------------------------------------------- steps
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.torch_device.type, dtype=self.autocast_dtype)
+
+    def _forward(self, batch: dict) -> torch.Tensor:
+        with self._autocast():
+            return self.loss_module(batch["input_ids"].to(self.torch_device),
+                                    batch["position_ids"].to(self.torch_device),
+                                    batch["labels"].to(self.torch_device))
+
+    def _dummy_batch(self) -> dict:
+        one = torch.zeros(1, 1, dtype=torch.long)
+        return {"input_ids": one + self.pad_id, "position_ids": one, "labels": one + IGNORE_INDEX,
+                "real_tokens": 0, "slots": 0, "label_tokens": 0}
+
+    def train_step(self, index: int) -> dict:
+        """One optimizer step over the rows the schedule assigns to step ``index`` (0-based)."""
+        c, dist = self.config, self.dist
+        started = time.perf_counter()
+        epoch, first, end = self.schedule[index]
+        rows = self.epoch_rows[epoch][first:end]
+        label_total = sum(self.train_data.label_count(i) for row in rows for i in row)
+        mine = rows[dist.rank::dist.world]
+        batch_size = c.per_device_train_batch_size
+        micro = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)] or [None]
+        torch.manual_seed(c.seed * 1_000_003 + index * 7_919 + dist.rank)  # dropout: same after a resume
+        self.loss_module.train()
+        loss_sum = real = slots = 0.0
+        for j, micro_rows in enumerate(micro):
+            batch = self._dummy_batch() if micro_rows is None else collate(self.train_data, micro_rows, self.pad_id)
+            defer_sync = dist.world > 1 and j < len(micro) - 1
+            with self.loss_module.no_sync() if defer_sync else contextlib.nullcontext():
+                loss = self._forward(batch)
+                (loss * dist.world / label_total).backward()
+            loss_sum += loss.item()
+            real += batch["real_tokens"]
+            slots += batch["slots"]
+        loss_sum, real, slots = dist.sum([loss_sum, real, slots])
+        lr = self.scheduler.get_last_lr()[0]
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tracker.observe(self.train_data.themes[i] for row in rows for i in row)
+        seconds = time.perf_counter() - started
+        return {
+            "step": index + 1, "epoch": round(epoch + (first + len(rows)) / len(self.epoch_rows[epoch]), 4),
+            "loss": loss_sum / label_total, "lr": lr, "grad_norm": float(grad_norm), "seconds": seconds,
+            "tokens_per_s": real / seconds, "real_tokens": int(real), "label_tokens": label_total,
+            "packing_efficiency": real / max(1.0, slots), "padded_efficiency": self.padded_efficiency[epoch],
+            "coverage": self.tracker.coverage, "entropy": self.tracker.entropy,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Token-weighted loss and perplexity on the validation samples (all processes share the rows)."""
+        c, dist = self.config, self.dist
+        self.loss_module.eval()
+        mine = self.val_rows[dist.rank::dist.world]
+        loss_sum = tokens = 0.0
+        for start in range(0, len(mine), c.per_device_train_batch_size):
+            batch = collate(self.val_data, mine[start:start + c.per_device_train_batch_size], self.pad_id)
+            loss_sum += self._forward(batch).item()
+            tokens += batch["label_tokens"]
+        loss_sum, tokens = dist.sum([loss_sum, tokens])
+        self.loss_module.train()
+        self.tracker.observe_eval(self.val_data.themes)
+        loss = loss_sum / max(1.0, tokens)
+        summary = self.tracker.summary()
+        return {"step": self.step, "loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+                "eval_themes": summary["eval_themes"], "eval_entropy": summary["eval_entropy"]}
+
+    # ------------------------------------------------------------------------------------------- the loop
+
+    def train(self) -> dict:
+        c, dist = self.config, self.dist
+        if self.step >= self.total_steps:
+            log.info("training already complete at step %d (--fresh starts over)", self.step)
+            if dist.main and not (self.run_dir / "final").exists():
+                self.finish()
+            return self.result()
+        if self.step == 0 and self.val_data is not None:
+            baseline = self.evaluate()
+            self.history["eval"].append(baseline)
+            if dist.main:
+                log.info("step 0: validation loss %.4f (perplexity %.2f) before training",
+                         baseline["loss"], baseline["perplexity"])
+        bar = progress(desc="training", total=self.total_steps, unit="step", disable=None if dist.main else True)
+        bar.update(self.step)
+        window: list[dict] = []
+        while self.step < self.total_steps:
+            metrics = self.train_step(self.step)
+            self.step = metrics["step"]
+            self.history["train"].append(metrics)
+            window.append(metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+            last = self.step == self.total_steps
+            if dist.main and (self.step % c.logging_steps == 0 or last):
+                tokens = sum(m["label_tokens"] for m in window)
+                log.info("step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tok/s  coverage %.1f%%  entropy %.3f",
+                         self.step, self.total_steps, sum(m["loss"] * m["label_tokens"] for m in window) / tokens,
+                         metrics["lr"], metrics["grad_norm"],
+                         sum(m["real_tokens"] for m in window) / sum(m["seconds"] for m in window),
+                         100 * metrics["coverage"], metrics["entropy"])
+                window = []
+            if self.val_data is not None and (self.step % c.eval_every == 0 or last):
+                self._evaluate_and_keep_best()
+            if self.step % c.save_steps == 0 or last:
+                self.save_checkpoint()
+        bar.close()
+        if dist.main:
+            self.finish()
+        dist.barrier()
+        return self.result()
+
+    def _evaluate_and_keep_best(self) -> None:
+        metrics = self.evaluate()
+        self.history["eval"].append(metrics)
+        if not self.dist.main:
+            return
+        log.info("step %d: validation loss %.4f (perplexity %.2f)", self.step, metrics["loss"], metrics["perplexity"])
+        if self.best["loss"] is None or metrics["loss"] < self.best["loss"]:
+            self.best = {"step": self.step, "loss": metrics["loss"]}
+
+            def write(folder: Path) -> None:
+                self.model.save_pretrained(folder)
+                atomic.write_json(folder / "best.json", self.best)
+
+            ckpt.replace_folder(self.run_dir / "best", write)
+
+    def save_checkpoint(self) -> None:
+        if self.dist.main:
+            state = {"step": self.step, "total_steps": self.total_steps, "epoch": self.schedule[self.step - 1][0],
+                     "sampler": {"seed": self.config.seed, "weighted": self.config.use_theme_weighting,
+                                 "epoch": self.schedule[self.step - 1][0], "next_row": self.schedule[self.step - 1][2]},
+                     "best": self.best, "train_data_sha256": self.train_digest}
+            tracker_state = self.tracker.state_dict()
+
+            def write(folder: Path) -> None:
+                self.model.save_pretrained(folder)
+                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+                ckpt.save_rng_state(folder / "rng_state.pth")
+                atomic.write_json(folder / "theme_tracker_state.json", tracker_state)
+                atomic.write_json(folder / "training_metrics.json", self.metrics())
+                if self.config.plots:
+                    from rhizome.train.plots import plot_training
+
+                    plot_training(self.history, tracker_state, folder)
+                atomic.write_json(folder / ckpt.STATE_FILE, state)  # last: marks the checkpoint complete
+
+            path = ckpt.write_checkpoint(self.run_dir, self.step, write)
+            for name in ("training_metrics.json", "theme_tracker_state.json", "training_plots.png", "loss_focused.png"):
+                if (path / name).exists():
+                    atomic.write_bytes(self.run_dir / name, (path / name).read_bytes())
+            ckpt.rotate(self.run_dir, self.config.save_total_limit)
+            log.info("saved %s", path)
+        self.dist.barrier()
+
+    def metrics(self) -> dict:
+        return {"train": self.history["train"], "eval": self.history["eval"], "best": self.best,
+                "summary": self.tracker.summary()}
+
+    # ------------------------------------------------------------------------------------------- final
+
+    def finish(self) -> None:
+        """``final/``: the best adapter by validation loss (else the last), tokenizer, model card."""
+        best_dir = self.run_dir / "best"
+        source = None
+        if self.best["step"] is not None and (best_dir / "best.json").exists():
+            saved = json.loads((best_dir / "best.json").read_text(encoding="utf-8"))
+            if saved.get("step") == self.best["step"]:
+                source = best_dir
+
+        def write(folder: Path) -> None:
+            if source is None:
+                self.model.save_pretrained(folder)
+            else:
+                for name in ("adapter_model.safetensors", "adapter_config.json"):
+                    shutil.copy2(source / name, folder / name)
+            self.tokenizer.save_pretrained(folder)
+            atomic.write_text(folder / "README.md", self.model_card(source is not None))
+            atomic.write_json(folder / "training_metrics.json", self.metrics())
+
+        ckpt.replace_folder(self.run_dir / "final", write)
+        log.info("final adapter (%s) in %s", f"best, step {self.best['step']}" if source else "last step",
+                 self.run_dir / "final")
+
+    def model_card(self, is_best: bool) -> str:
+        c = self.config
+        data = _data_summary(self.train_data)
+        evals = self.history["eval"]
+        train = self.history["train"]
+        lines = [
+            f"# {c.model_name} LoRA adapter (RhizomeML)", "",
+            f"- Base model: `{c.model}`",
+            f"- Adapter: LoRA r={c.lora_r}, alpha={c.lora_alpha}, dropout={c.lora_dropout}; base weights "
+            f"{'4-bit NF4 (QLoRA)' if self.quantization == 'nf4' else 'full precision'}",
+            f"- Weights: {'best validation loss, step ' + str(self.best['step']) if is_best else 'last step'} "
+            f"of {self.total_steps}",
+            f"- Training data: `{c.train_file}`: {data['samples']:,} samples, {data['tokens']:,} tokens "
+            f"({data['label_tokens']:,} assistant tokens carry the loss), {data['themes']:,} themes; theme-weighted "
+            f"sampling {'on' if c.use_theme_weighting else 'off'}, packing {'on' if c.use_sequence_packing else 'off'}, "
+            f"max length {c.max_seq_length}",
+        ]
+        if evals:
+            lines.append(f"- Validation loss: {evals[0]['loss']:.4f} before training"
+                         + (f", {self.best['loss']:.4f} best (perplexity {math.exp(self.best['loss']):.2f})"
+                            if self.best["loss"] is not None else ""))
+        if train:
+            lines.append(f"- Training loss: {train[0]['loss']:.4f} at step 1, {train[-1]['loss']:.4f} at step "
+                         f"{train[-1]['step']}")
+        summary = self.tracker.summary()
+        lines.append(f"- Theme coverage: {summary['coverage']:.1%} of {summary['dataset_themes']:,} themes, "
+                     f"entropy {summary['entropy']:.3f} nats")
+        lines += ["", "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM",
+                  f"base = AutoModelForCausalLM.from_pretrained({self.model_path!r})",
+                  "model = PeftModel.from_pretrained(base, 'final')", "```", ""]
+        return "\n".join(lines)
+
+    def result(self) -> dict:
+        train, evals = self.history["train"], self.history["eval"]
+        return {
+            "steps": self.step, "total_steps": self.total_steps, "run_dir": str(self.run_dir),
+            "final_dir": str(self.run_dir / "final"), "best": self.best,
+            "first_train_loss": train[0]["loss"] if train else None,
+            "last_train_loss": train[-1]["loss"] if train else None,
+            "first_eval_loss": evals[0]["loss"] if evals else None, "last_eval_loss": evals[-1]["loss"] if evals else None,
+            "seconds_per_step": float(np.median([m["seconds"] for m in train])) if train else None,
+            "tokens_per_s": (sum(m["real_tokens"] for m in train) / sum(m["seconds"] for m in train)) if train else None,
+        }
+
+
+def run(config: TrainConfig) -> tuple[FineTune, dict]:
+    """Set up and train (resuming when the output folder holds a checkpoint); returns the recipe and a summary."""
+    recipe = FineTune(config, Dist.from_env())
+    try:
+        recipe.setup()
+        return recipe, recipe.train()
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
