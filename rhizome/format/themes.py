@@ -221,23 +221,6 @@ def _phrases_of_words(vocabulary: Sequence[str], document_frequency: np.ndarray)
     return phrases
 
 
-class _PhraseVectors:
-    """An in-memory stand-in for :class:`EmbeddingCache` when no cache folder is given."""
-
-    def __init__(self):
-        self._vectors: dict[str, np.ndarray] = {}
-
-    @property
-    def dim(self) -> int:
-        return len(next(iter(self._vectors.values()))) if self._vectors else 0
-
-    def get(self, key: str) -> np.ndarray | None:
-        return self._vectors.get(key)
-
-    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        self._vectors.update(zip(keys, vectors))
-
-
 def extract_keyphrases(texts: Sequence[str], doc_embeddings: np.ndarray, model, top_n: int = DEFAULT_TOP_K,
                        batch_size: int = 1024, cache: EmbeddingCache | None = None,
                        candidates: int = KEYPHRASE_CANDIDATES) -> list[list[str]]:
@@ -255,7 +238,7 @@ def extract_keyphrases(texts: Sequence[str], doc_embeddings: np.ndarray, model, 
     if len(doc_embeddings) != len(texts):
         raise ValueError(f"keyphrases: {len(doc_embeddings)} embeddings for {len(texts)} texts")
     keybert = KeyBERT(model=model)
-    phrase_cache = cache if cache is not None else _PhraseVectors()
+    phrase_cache = cache if cache is not None else EmbeddingCache(None, "keyphrases")
     out: list[list[str]] = []
     bar = progress(desc="keyphrases", total=len(texts), unit="pair")
     for start in range(0, len(texts), batch_size):

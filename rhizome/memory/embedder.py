@@ -98,13 +98,14 @@ class EmbeddingCache:
 
     Each embedding block is written as its own shard (atomically), so a run that
     is killed keeps every block it finished and a rerun computes only the rest.
+    With ``root=None`` the cache lives in memory only.
     """
 
-    def __init__(self, root: str | os.PathLike, model_name: str):
-        self.folder = Path(root) / _slug(canonical_model_name(model_name))
+    def __init__(self, root: str | os.PathLike | None, model_name: str):
+        self.folder = None if root is None else Path(root) / _slug(canonical_model_name(model_name))
         self._vectors: dict[str, np.ndarray] = {}
         self._shards = 0
-        if self.folder.is_dir():
+        if self.folder is not None and self.folder.is_dir():
             for shard in sorted(self.folder.glob("shard-*.npz")):
                 try:
                     with np.load(shard, allow_pickle=False) as data:
@@ -126,6 +127,9 @@ class EmbeddingCache:
         return self._vectors.get(key)
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        if self.folder is None:
+            self._vectors.update(zip(keys, vectors))
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"shard-{self._shards:06d}-{os.getpid()}.npz"
         with atomic.atomic_open(path, "wb") as handle:
