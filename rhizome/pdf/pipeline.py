@@ -42,7 +42,6 @@ JSON list of chunk objects with a ``"text"`` key, as older tools wrote).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -288,14 +287,6 @@ def find_pdfs(root: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run(config: PdfConfig, extract: Extractor = extract_file) -> RunReport:
     """Read the PDFs of ``config.pdf_dir``, write ``config.output`` and its saved config; return what happened."""
     config.check()
@@ -348,7 +339,7 @@ def _reuse_unchanged(found: list[tuple[str, Path]], previous: _PreviousRun, conf
     for relative, path in found:
         before = previous.files.get(relative, {})
         try:
-            digest = sha256_of(path)
+            digest = atomic.file_sha256(path)
         except OSError:
             digest = ""  # the worker fails to read it too, and says why
         if previous.same_settings and before.get("sha256") == digest and before.get("status") in EXTRACTED:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +25,6 @@ log = get_logger(__name__)
 FORMAT_VERSION = 1
 
 
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tokenizer_digest(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
@@ -45,32 +34,22 @@ def tokenizer_digest(tokenizer) -> str:
 
 def fingerprint(data_file: str | Path, tokenizer, max_seq_length: int, loss_on: str) -> str:
     parts = {
-        "format": FORMAT_VERSION, "data": file_digest(data_file), "tokenizer": tokenizer_digest(tokenizer),
+        "format": FORMAT_VERSION, "data": atomic.file_sha256(data_file), "tokenizer": tokenizer_digest(tokenizer),
         "template": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
         "max_seq_length": max_seq_length, "loss_on": loss_on,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _save(data: TokenizedData, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+def _save(data: TokenizedData, folder: Path, replace: bool) -> None:
+    def write(tmp: Path) -> None:
         for name in ("tokens", "targets", "offsets", "weights"):
             atomic.write_npy(tmp / f"{name}.npy", getattr(data, name))
         atomic.write_json(tmp / "samples.json", {"ids": data.ids, "themes": data.themes, "stats": data.stats},
                           indent=None)
-        if folder.exists():
-            shutil.rmtree(folder)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not folder.exists():
-                raise
-            shutil.rmtree(tmp)  # another process cached the same fingerprint first: same content
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    # The folder name is the fingerprint: one that appears meanwhile (another rank) holds the same data.
+    atomic.write_dir(folder, write, keep_existing=not replace)
 
 
 def _load(folder: Path) -> TokenizedData:
@@ -96,5 +75,9 @@ def load_or_tokenize(data_file: str | Path, tokenizer, max_seq_length: int, loss
         except (OSError, ValueError, KeyError) as exc:
             log.warning("tokenisation cache %s is unreadable (%s); rebuilding it", folder, exc)
     data = tokenize_pairs(load_pairs(data_file), tokenizer, max_seq_length, loss_on)
-    _save(data, folder)
+    try:
+        _save(data, folder, replace=folder.exists())
+    except OSError as exc:
+        log.warning("could not write the tokenisation cache %s (%s); continuing without it", folder, exc)
+        return data, "tokenized"
     return data, "tokenized and cached"

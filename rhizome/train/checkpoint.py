@@ -7,7 +7,7 @@
     training_metrics.json                            the loss / lr / grad-norm / throughput history
     trainer_state.json                               step, epoch, data position, sampler, best eval; written last
 
-A checkpoint is written into ``.checkpoint-<step>.tmp-*`` and renamed when complete, so a kill
+A checkpoint is written into a hidden ``.checkpoint-<step>.*.tmp`` folder and renamed when complete, so a kill
 during saving leaves at most a temporary folder (removed on the next start); resume also checks every
 file is there and skips, with a warning, any checkpoint that is not.
 """
@@ -15,17 +15,16 @@ file is there and skips, with a warning, any checkpoint that is not.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rhizome import atomic
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -63,51 +62,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def remove_partial(run_dir: Path) -> None:
-    """Temporary folders left by a run killed while saving."""
+    """Temporary folders (of checkpoints, best/, final/) left by a run killed while saving."""
     if run_dir.is_dir():
-        for path in run_dir.glob(".checkpoint-*.tmp*"):
+        for path in run_dir.glob(".*.tmp*"):
             shutil.rmtree(path, ignore_errors=True)
 
 
 def write_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None]) -> Path:
     """Call ``write(folder)`` on a temporary folder, then rename it to ``checkpoint-<step>``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.tmp-", dir=run_dir))
-    try:
-        write(tmp)
-        make_readable(tmp)
-        _fsync_tree(tmp)
-        if final.exists():  # an older, unusable checkpoint of the same step: move it aside first
-            stale = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.tmp-stale-", dir=run_dir))
-            os.replace(final, stale / final.name)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync_dir(run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def replace_folder(dest: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder (``best/``, ``final/``) the same way: temp folder, then swap it in."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        write(tmp)
-        make_readable(tmp)
-        _fsync_tree(tmp)
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-old-", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return atomic.write_dir(run_dir / f"checkpoint-{step}", write)
 
 
 def rotate(run_dir: Path, keep: int) -> None:
@@ -116,35 +79,6 @@ def rotate(run_dir: Path, keep: int) -> None:
         return
     for _, path in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def make_readable(folder: Path) -> None:
-    """mkdtemp creates 0700 folders; give a published folder the permissions any new folder would get."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in [folder, *folder.rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_dir(folder)
 
 
 def rng_state() -> dict:

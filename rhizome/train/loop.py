@@ -34,7 +34,7 @@ from rhizome.config import save_config, to_dict
 from rhizome.device import detect_device
 from rhizome.log import get_logger, progress
 from rhizome.train import checkpoint as ckpt
-from rhizome.train.cache import file_digest, load_or_tokenize
+from rhizome.train.cache import load_or_tokenize
 from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
 from rhizome.train.data import IGNORE_INDEX, TokenizedData
 from rhizome.train.model import (
@@ -237,7 +237,7 @@ class FineTune:
             return result
 
         self.train_data, self.cache_source = load(c.train_file)
-        self.train_digest = file_digest(c.train_file)
+        self.train_digest = atomic.file_sha256(c.train_file)
         self.val_data = None
         if c.validation_file and Path(c.validation_file).exists():
             self.val_data = load(c.validation_file)[0].subset(c.eval_samples)
@@ -489,7 +489,7 @@ class FineTune:
                 self.model.save_pretrained(folder)
                 atomic.write_json(folder / "best.json", self.best)
 
-            ckpt.replace_folder(self.run_dir / "best", write)
+            atomic.write_dir(self.run_dir / "best", write)
 
     def save_checkpoint(self) -> None:
         if self.dist.main:
@@ -545,7 +545,7 @@ class FineTune:
             atomic.write_text(folder / "README.md", self.model_card(source is not None))
             atomic.write_json(folder / "training_metrics.json", self.metrics())
 
-        ckpt.replace_folder(self.run_dir / "final", write)
+        atomic.write_dir(self.run_dir / "final", write)
         log.info("final adapter (%s) in %s", f"best, step {self.best['step']}" if source else "last step",
                  self.run_dir / "final")
 

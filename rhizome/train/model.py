@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rhizome import atomic
 from rhizome.log import get_logger
-from rhizome.train.checkpoint import make_readable
 from rhizome.train.config import DEFAULT_MODEL
 
 log = get_logger(__name__)
@@ -60,19 +58,13 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The weights are dense fp32 already; the marker only makes save_pretrained refuse.
     model.hf_quantizer.remove_quantization_config(model)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        make_readable(tmp)
-        if dest.exists():  # a concurrent conversion finished first: keep it
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    # keep_existing: a concurrent conversion that finished first wrote the same folder.
+    atomic.write_dir(dest, write, keep_existing=True)
     return dest
 
 
