@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 
 from rhizome import atomic
 from rhizome.config import option, save_config
@@ -27,7 +28,7 @@ from rhizome.memory.embedder import (
     resolve_model_path,
 )
 from rhizome.memory.items import TokenSplitter, items_from_conversations, items_from_pdf_chunks
-from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS_FILE
+from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS_FILE, Memory, MemoryFilesError
 
 log = get_logger(__name__)
 
@@ -58,6 +59,24 @@ def _model_token_limit(model_name: str, tokenizer) -> int:
     if not limit:
         limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
     return int(limit) - tokenizer.num_special_tokens_to_add(pair=False)
+
+
+def remembered_chat_turns(folder: Path, embedding_model: str) -> tuple[list[dict], np.ndarray]:
+    """Turns the chat page appended to an existing memory (source "chat") exist in no input file, so a
+    rebuild carries them over with their vectors; they are dropped only when the embedder changed."""
+    if not (folder / METADATA_FILE).exists():
+        return [], np.zeros((0, 0), dtype=np.float32)
+    try:
+        old = Memory.load(folder)
+    except (MemoryFilesError, OSError, ValueError) as exc:
+        log.warning("could not read the existing memory in %s to keep its chat turns: %s", folder, exc)
+        return [], np.zeros((0, 0), dtype=np.float32)
+    keep = [i for i, item in enumerate(old.metadata) if item.get("source") == "chat"]
+    if keep and canonical_model_name(old.config.get("embedding_model", "")) != canonical_model_name(embedding_model):
+        log.warning("dropping %d remembered chat turns: they were embedded with %s, not %s",
+                    len(keep), old.config.get("embedding_model"), embedding_model)
+        keep = []
+    return [old.metadata[i] for i in keep], old.vectors[keep]
 
 
 def build_memory(config: EmbedConfig) -> dict:
@@ -98,6 +117,10 @@ def build_memory(config: EmbedConfig) -> dict:
 
     vectors = embed_missing([item["text"] for item in items], keys, cache, load_model, batch_size=config.batch_size)
     newly_embedded = len(cache) - cached_before
+    chat_items, chat_vectors = remembered_chat_turns(Path(config.output_dir), config.embedding_model)
+    if chat_items:
+        items.extend(chat_items)
+        vectors = np.concatenate([vectors, chat_vectors])
 
     index = faiss_index.build_index(vectors, exact_max=config.exact_index_max)
     out = Path(config.output_dir)
@@ -115,7 +138,8 @@ def build_memory(config: EmbedConfig) -> dict:
         "left_out": dict(report.filtered),
         "ingest": report.summary(),
         "pdf_chunks": len(chunks),
-        "split_items": sum(1 for item in items if item["parts"] > 1),
+        "chat_turns_kept": len(chat_items),
+        "split_items": sum(1 for item in items if item.get("parts", 1) > 1),
         "newly_embedded": newly_embedded,
         "reused_from_cache": len(set(keys)) - newly_embedded,
         "model_loaded": bool(loaded),
@@ -136,4 +160,6 @@ def print_summary(summary: dict, config: EmbedConfig) -> None:
     print(f"  PDF chunks {summary['pdf_chunks']}; texts split to fit the embedder's token limit: "
           f"{summary['split_items']}")
     print(f"  embedded now {summary['newly_embedded']}, reused from cache {summary['reused_from_cache']}")
+    if summary.get("chat_turns_kept"):
+        print(f"  chat turns remembered by the chat page, kept: {summary['chat_turns_kept']}")
     print(f"  index: {summary['index']}; {summary['seconds']} s")

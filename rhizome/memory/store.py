@@ -1,12 +1,15 @@
-"""The memory API the chat uses: load what ``batch_embedder.py`` wrote and search it.
+"""The memory API the chat uses: load what ``batch_embedder.py`` wrote, search it, append to it.
 
     memory = Memory.load(".")                 # memory_texts.npy, memory_metadata.pkl, memory_index.faiss, memory_config.json
     for hit in memory.search("how do I split a hive?", k=5):
         print(hit.score, hit.text, hit.metadata["file"])
+    memory.add(new_items)                     # embeds only the new texts
+    memory.save(".")                          # every file written atomically
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -14,14 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from rhizome import safe_pickle
+from rhizome import atomic, safe_pickle
 from rhizome.memory import index as faiss_index
-from rhizome.memory.embedder import load_embedder
+from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, load_embedder
 
 VECTORS_FILE = "memory_texts.npy"
 METADATA_FILE = "memory_metadata.pkl"
 INDEX_FILE = "memory_index.faiss"
 CONFIG_FILE = "memory_config.json"
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_embedder(name: str, device: str):
+    """One copy of an embedder per process, however many memories are opened (a chat reopens its memory)."""
+    return load_embedder(name, device=device)
 
 
 class MemoryFilesError(RuntimeError):
@@ -60,7 +69,7 @@ class Memory:
         self._model = None
 
     @classmethod
-    def load(cls, folder: str | os.PathLike = ".", device: str = "cpu") -> "Memory":
+    def load(cls, folder: str | os.PathLike = ".", device: str = "cpu") -> Memory:
         folder = Path(folder)
         paths = {name: folder / name for name in (VECTORS_FILE, METADATA_FILE, CONFIG_FILE)}
         missing = [str(p) for p in paths.values() if not p.exists()]
@@ -83,13 +92,48 @@ class Memory:
             index = faiss_index.build_index(vectors)
         return cls(vectors, metadata, index, config, device)
 
+    @classmethod
+    def empty(cls, embedding_model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu") -> Memory:
+        """A memory with no items yet; :meth:`add` and :meth:`save` turn it into memory files."""
+        return cls(np.zeros((0, 0), dtype=np.float32), [], None, {"embedding_model": embedding_model}, device)
+
     def __len__(self) -> int:
         return len(self.metadata)
+
+    def add(self, items: list[dict], vectors: np.ndarray | None = None) -> None:
+        """Append items (dicts with a ``text``, see rhizome.memory.items), embedding only their texts
+        (or taking ``vectors`` already made with :meth:`embed`)."""
+        if not items:
+            return
+        if vectors is None:
+            vectors = self.embed([item["text"] for item in items])
+        self.vectors = vectors if not len(self.vectors) else np.concatenate([self.vectors, vectors])
+        self.metadata = self.metadata + [dict(item) for item in items]
+        exact_max = int(self.config.get("exact_index_max") or faiss_index.EXACT_MAX_DEFAULT)
+        grew_past_exact = self.index is not None and self.index.ntotal <= exact_max < len(self.vectors)
+        if self.index is None or grew_past_exact:
+            self.index = faiss_index.build_index(self.vectors, exact_max=exact_max)
+        else:
+            self.index.add(vectors)
+        summary = self.config.setdefault("summary", {})
+        summary["items"] = len(self.metadata)
+        summary["appended_items"] = int(summary.get("appended_items", 0)) + len(items)
+
+    def save(self, folder: str | os.PathLike = ".") -> None:
+        """Write the four memory files, each atomically (a reader sees the old file or the new one, never a part).
+
+        The metadata follows the vectors and index it describes, so a crash between two files leaves more
+        vectors than items, which :meth:`load` reports, never items pointing at the wrong vectors."""
+        folder = Path(folder)
+        atomic.write_npy(folder / VECTORS_FILE, self.vectors)
+        faiss_index.save_index(self.index, folder / INDEX_FILE)
+        atomic.write_pickle(folder / METADATA_FILE, self.metadata)
+        atomic.write_json(folder / CONFIG_FILE, self.config)
 
     @property
     def model(self):
         if self._model is None:
-            self._model = load_embedder(self.config["embedding_model"], device=self.device)
+            self._model = _shared_embedder(self.config["embedding_model"], self.device)
         return self._model
 
     def embed(self, texts: list[str]) -> np.ndarray:

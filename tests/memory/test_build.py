@@ -95,3 +95,17 @@ def test_missing_model_exits_with_a_message_not_a_traceback(corpus, tmp_path, ca
     code = batch_embedder.main([str(corpus / "chat.jsonl"), "-o", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
                                 "--embedding-model", str(tmp_path / "nope")])
     assert code == 2 and "--embedding-model" in capsys.readouterr().err
+
+
+def test_rebuild_keeps_turns_the_chat_page_remembered(corpus, tmp_path):
+    config = EmbedConfig(inputs=[str(corpus / "chat.jsonl")], output_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    build_memory(config)
+    memory = Memory.load(tmp_path)
+    memory.add([{"id": "chat:s1:0", "source": "chat", "role": "user", "text": "My sourdough starter smells of acetone.",
+                 "conversation_id": "s1", "conversation_title": "sourdough", "timestamp": 1.7e9, "file": None}])
+    memory.save(tmp_path)
+
+    rebuilt = build_memory(config)
+    assert rebuilt["chat_turns_kept"] == 1
+    (hit,) = Memory.load(tmp_path).search("hungry starter smelling like nail polish remover", k=1)
+    assert hit.metadata["source"] == "chat" and "acetone" in hit.text

@@ -1,0 +1,104 @@
+"""``UCS_v3_4_1.py``: inspect the chat's memory and settings, or chat in the terminal.
+
+    search "question"   the memories the chat would use for this message, with scores and sources
+    config              the effective settings (defaults < --config FILE < flags) and the adapter that would load
+    chat                a plain terminal chat with the same model, memory and settings as the web page
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+from rhizome.chat.config import ChatConfig, find_adapter
+from rhizome.chat.retrieval import ChatMemory, estimate_tokens
+from rhizome.config import to_dict
+from rhizome.log import get_logger
+from rhizome.memory.store import Memory
+from rhizome.train.model import resolve_model
+
+log = get_logger(__name__)
+
+COMMANDS = ("search", "config", "chat")
+
+
+def add_command_arguments(parser) -> None:
+    parser.add_argument("command", choices=COMMANDS, help="what to do (see above)")
+    parser.add_argument("query", nargs="?", default=None, help="the question to search the memory for")
+
+
+def _chat_tokenizer_counter(config: ChatConfig):
+    """Count tokens as the chat would (its model's tokenizer); a character estimate when it cannot load."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.base_model))
+        return lambda text: len(tokenizer.encode(text, add_special_tokens=False)), "the chat model's tokenizer"
+    except Exception as exc:  # noqa: BLE001 - searching must work without the chat model
+        log.warning("counting tokens as characters / 4: cannot load the tokenizer of %s (%s)", config.base_model, exc)
+        return estimate_tokens, "an estimate of 4 characters a token"
+
+
+def search(config: ChatConfig, query: str | None) -> int:
+    if not query or not query.strip():
+        print('error: say what to search for: python UCS_v3_4_1.py search "your question"', file=sys.stderr)
+        return 2
+    memory = Memory.load(config.memory_dir)
+    count_tokens, counted_with = _chat_tokenizer_counter(config)
+    chat_memory = ChatMemory(memory, config.memory_dir, k=config.k, min_score=config.min_score,
+                             context_tokens=config.context_tokens, diversity=config.diversity,
+                             count_tokens=count_tokens)
+    hits = chat_memory.retrieve(query)
+    print(f"Memory: {len(memory):,} items. {len(hits)} used for {query!r} (k={config.k}, min score "
+          f"{config.min_score:.2f}, diversity {config.diversity:.2f}, budget {config.context_tokens} tokens "
+          f"counted with {counted_with}):")
+    if not hits:
+        print(f"  none scored {config.min_score:.2f} or more; try --min-score 0.1")
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit.text.split())
+        print(f"\n{rank}. score {hit.score:.3f}  {hit.source_label()}\n   {text[:300]}{'…' if len(text) > 300 else ''}")
+    return 0
+
+
+def show_config(config: ChatConfig) -> int:
+    print(json.dumps(to_dict(config), indent=2, ensure_ascii=False))
+    _, why = find_adapter(config)
+    print(why)
+    return 0
+
+
+def chat(config: ChatConfig) -> int:
+    from rhizome.chat.session import ChatSession, format_sources
+
+    session = ChatSession.from_config(config)
+    print("\n".join(session.notes) + "\nType a message; an empty line or Ctrl+D quits, Ctrl+C stops a reply.")
+    history: list[dict] = []
+    while True:
+        try:
+            message = input("\nyou> ").strip()
+        except EOFError:
+            break
+        if not message:
+            break
+        stop, reply, hits = threading.Event(), "", []
+        print("bot> ", end="", flush=True)
+        try:
+            for reply_so_far, hits in session.respond(message, history, stop_event=stop):
+                print(reply_so_far[len(reply):], end="", flush=True)
+                reply = reply_so_far
+        except KeyboardInterrupt:
+            stop.set()
+        print()
+        if hits:
+            print("Memories used:\n" + format_sources(hits).replace("**", "").replace("\\", ""))
+        history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+    return 0
+
+
+def run(config: ChatConfig, command: str, query: str | None) -> int:
+    if command == "search":
+        return search(config, query)
+    if command == "config":
+        return show_config(config)
+    return chat(config)

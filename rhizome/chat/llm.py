@@ -1,0 +1,209 @@
+"""The chat model: base model plus the trained PEFT adapter, streaming replies token by token.
+
+Loading: :func:`rhizome.train.model.resolve_model` gives a local folder for the base (the shipped
+SmolLM2 GGUF is converted once), then the adapter is applied with ``PeftModel.from_pretrained``.
+In full precision the LoRA weights are merged into the base in memory (``merge_and_unload``): the same
+outputs with no extra LoRA matmuls per layer. On CUDA with bitsandbytes the base is loaded in 4-bit NF4
+and the adapter is kept unmerged, as in QLoRA, since merging into 4-bit weights would round the update.
+
+Streaming: ``model.generate`` runs in a background thread and a ``TextIteratorStreamer`` hands the
+decoded text over as it is produced; a stopping criterion checks a ``threading.Event`` after every
+token, so a Stop button (or the caller abandoning the iterator) ends generation within one token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from rhizome.device import detect_device
+from rhizome.log import get_logger
+from rhizome.train.model import ModelNotFoundError, resolve_model
+
+log = get_logger(__name__)
+
+# For tokenizers without a chat template (base models): plain role headers the model can follow.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+@dataclass
+class GenerationStats:
+    """What the last :meth:`ChatModel.stream` did (for the page's status line and bench/chat.py)."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    first_token_s: float | None = None
+    seconds: float = 0.0
+    stopped: bool = False
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def _streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        """Also counts generated tokens and notes when the first one arrived."""
+
+        def __init__(self, *args, started: float, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.started = started
+            self.new_tokens = 0
+            self.first_token_s: float | None = None
+            self._prompt_seen = False
+
+        def put(self, value):
+            if self._prompt_seen:  # generate() first puts the whole prompt, then one token per step
+                self.new_tokens += int(value.numel())
+                if self.first_token_s is None:
+                    self.first_token_s = time.perf_counter() - self.started
+            self._prompt_seen = True
+            super().put(value)
+
+    return CountingStreamer
+
+
+def _stop_criteria(*events: threading.Event):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnEvent(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            stop = any(event.is_set() for event in events)
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnEvent()])
+
+
+def _bitsandbytes_available() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+class ChatModel:
+    def __init__(self, model, tokenizer, description: str, device: str = "cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.description = description
+        self.device = device
+        self.last_stats = GenerationStats()
+        # One generation at a time: two at once on one model only slow each other down.
+        self._generate_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, base_model: str, adapter: str | None = None, device: str | None = None,
+             force_cpu: bool = False, quantize: bool | None = None) -> ChatModel:
+        """``base_model``: id, local folder or .gguf; ``adapter``: PEFT folder or None; ``quantize``:
+        4-bit NF4 (None = when on CUDA with bitsandbytes installed)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(base_model)
+        if device is None:
+            device = detect_device(force_cpu).torch_device
+        if quantize is None:
+            quantize = device.startswith("cuda") and _bitsandbytes_available()
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float16 if device == "mps" else torch.float32
+        kwargs: dict = {"dtype": dtype}
+        if quantize:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+            kwargs["device_map"] = {"": device}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"cannot load chat model '{base_model}': {exc}\nPass --base-model with a local Hugging Face "
+                "folder, a .gguf file or a model id already in your Hugging Face cache.") from exc
+        if not quantize:
+            model.to(device)
+        parts = [f"{base_model} ({'4-bit NF4' if quantize else str(dtype).removeprefix('torch.')}, {device})"]
+        if adapter:
+            model = cls._apply_adapter(model, adapter, merge=not quantize)
+            parts.append(f"+ adapter {adapter} ({'kept separate over 4-bit weights' if quantize else 'merged'})")
+        model.eval()
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+            parts.append("(no chat template: plain 'Role: text' prompts)")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(model, tokenizer, " ".join(parts), device)
+
+    @staticmethod
+    def _apply_adapter(model, adapter: str, merge: bool):
+        from peft import PeftModel
+
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelNotFoundError(
+                f"cannot apply adapter {adapter}: {exc}\nWas it trained on this base model? Pass the matching "
+                "--base-model, another --adapter, or --adapter none.") from exc
+        return peft_model.merge_and_unload() if merge else peft_model
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    @property
+    def context_length(self) -> int:
+        config = getattr(self.model, "config", None)
+        return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+    def prompt_ids(self, messages: list[dict]) -> torch.Tensor:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The template already wrote any BOS it wants; adding special tokens again would double it.
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
+               top_p: float = 0.9, repetition_penalty: float = 1.0,
+               stop_event: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy."""
+        started = time.perf_counter()
+        input_ids = self.prompt_ids(messages).to(self.model.device)
+        abandoned = threading.Event()  # set when the caller stops iterating, so the thread does not run on
+        events = [abandoned] + ([stop_event] if stop_event is not None else [])
+        streamer = _streamer_class()(self.tokenizer, skip_prompt=True, skip_special_tokens=True, started=started)
+        sampling = ({"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
+                    if temperature and temperature > 0 else {"do_sample": False})
+        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                      max_new_tokens=int(max_new_tokens), repetition_penalty=float(repetition_penalty),
+                      stopping_criteria=_stop_criteria(*events), pad_token_id=self.tokenizer.pad_token_id,
+                      **sampling)
+        failure: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                with self._generate_lock, torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=generate, name="chat-generate", daemon=True)
+        thread.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+        finally:
+            abandoned.set()
+            thread.join()
+            self.last_stats = GenerationStats(
+                prompt_tokens=int(input_ids.shape[1]), new_tokens=streamer.new_tokens,
+                first_token_s=streamer.first_token_s, seconds=time.perf_counter() - started,
+                stopped=stop_event is not None and stop_event.is_set())
+        if failure:
+            raise failure[0]

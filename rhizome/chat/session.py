@@ -1,0 +1,162 @@
+"""One chat: retrieve memories for a message, stream the model's reply, remember the finished turn.
+
+    session = ChatSession.from_config(ChatConfig())
+    for reply_so_far, hits in session.respond("How do I split a hive?", history=[]):
+        ...
+    print(format_sources(hits))
+
+A session serves any number of conversations (browser tabs, a cleared chat): a conversation is named
+by the session's start time and its first user message, so remembered turns of different conversations
+never share ids, and memories from the conversation being answered (already in its history) are not
+retrieved again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rhizome.chat.config import ChatConfig, find_adapter
+from rhizome.chat.llm import ChatModel
+from rhizome.chat.retrieval import ChatMemory, build_messages, plain_text
+from rhizome.log import get_logger
+from rhizome.memory.store import Hit
+
+log = get_logger(__name__)
+
+TITLE_CHARS = 60
+TEMPLATE_TOKENS_PER_MESSAGE = 8  # role header and end-of-turn markers the chat template adds
+
+
+class ChatSession:
+    def __init__(self, config: ChatConfig, model: ChatModel, memory: ChatMemory, notes: list[str] | None = None):
+        self.config = config
+        self.model = model
+        self.memory = memory
+        self.notes = list(notes or [])  # what was loaded and why, for the screen
+        self.started = time.time()
+        self._remembering: list[threading.Thread] = []
+
+    @classmethod
+    def from_config(cls, config: ChatConfig) -> ChatSession:
+        adapter, why = find_adapter(config)
+        model = ChatModel.load(config.base_model, adapter, force_cpu=config.force_cpu)
+        memory = ChatMemory.from_config(config, count_tokens=model.count_tokens)
+        return cls(config, model, memory, notes=[why, f"Model: {model.description}.", memory.status])
+
+    def conversation(self, history: list[dict], user_message: str) -> tuple[str, str, int]:
+        """(id, title, turn number) of the conversation ``user_message`` continues."""
+        first = next((plain_text(m.get("content")) for m in history if m.get("role") == "user"), user_message)
+        digest = hashlib.sha1(first.encode("utf-8")).hexdigest()[:10]
+        title = " ".join(first.split())
+        if len(title) > TITLE_CHARS:
+            title = title[:TITLE_CHARS - 1].rstrip() + "…"
+        turn = sum(1 for m in history if m.get("role") == "user")
+        return f"{int(self.started)}-{digest}", title, turn
+
+    def fit_history(self, history: list[dict], fixed_tokens: int, max_new_tokens: int) -> list[dict]:
+        """The most recent turns that fit the model's context next to the prompt's fixed part and the reply."""
+        budget = self.model.context_length - max_new_tokens - fixed_tokens
+        kept: list[dict] = []
+        for message in reversed(history):
+            cost = TEMPLATE_TOKENS_PER_MESSAGE + self.model.count_tokens(plain_text(message.get("content")))
+            if cost > budget:
+                break
+            kept.append(message)
+            budget -= cost
+        kept.reverse()
+        # A conversation shown to the model starts with a user turn, as it did in training.
+        while kept and kept[0].get("role") != "user":
+            kept.pop(0)
+        return kept
+
+    def respond(self, user_message: str, history: list[dict], stop_event: threading.Event | None = None,
+                temperature: float | None = None, max_new_tokens: int | None = None
+                ) -> Iterator[tuple[str, list[Hit]]]:
+        """Yield (reply so far, memories used) as the reply streams; remember the turn once it is complete."""
+        config = self.config
+        max_new_tokens = config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        temperature = config.temperature if temperature is None else float(temperature)
+        conversation_id, title, turn = self.conversation(history, user_message)
+        hits = self.memory.retrieve(user_message, exclude_conversation=conversation_id)
+        fixed = build_messages(config.system_prompt, [], user_message, hits)
+        fixed_tokens = sum(TEMPLATE_TOKENS_PER_MESSAGE + self.model.count_tokens(m["content"]) for m in fixed)
+        messages = build_messages(config.system_prompt, self.fit_history(history, fixed_tokens, max_new_tokens),
+                                  user_message, hits)
+        yield "", hits
+        reply = ""
+        for delta in self.model.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=config.top_p, repetition_penalty=config.repetition_penalty,
+                                       stop_event=stop_event):
+            reply += delta
+            yield reply, hits
+        stopped = stop_event is not None and stop_event.is_set()
+        # A reply the user cut short is not a finished turn: remembering it would teach later chats half answers.
+        if config.remember and reply.strip() and not stopped:
+            self.remember_later(user_message, reply.strip(), conversation_id=conversation_id,
+                                conversation_title=title, turn=turn)
+
+    def remember_later(self, user_message: str, reply: str, **turn) -> None:
+        """Append the turn to the memory in the background: rewriting the memory files of a large memory takes
+        about a second, which would otherwise hold up the end of the reply (and its speech)."""
+
+        def remember() -> None:
+            try:
+                self.memory.remember(user_message, reply, **turn)
+            except Exception:  # the reply was given; a memory that cannot be written is logged, not raised
+                log.exception("could not remember this turn in %s", self.memory.folder)
+
+        # Not a daemon: a turn being written when the program exits is finished first.
+        thread = threading.Thread(target=remember, name="chat-remember")
+        thread.start()
+        self._remembering = [t for t in self._remembering if t.is_alive()] + [thread]
+
+    def wait_for_memory(self, timeout: float | None = None) -> None:
+        """Block until the turns being remembered are written (tests, a terminal chat about to exit)."""
+        for thread in list(self._remembering):
+            thread.join(timeout)
+
+
+def _escape(text: str) -> str:
+    text = " ".join(str(text).split())
+    for char in "\\`*_[]<>#|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _date(timestamp) -> str | None:
+    try:
+        return f"{datetime.datetime.fromtimestamp(float(timestamp), datetime.timezone.utc):%Y-%m-%d}"
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def source_of(hit: Hit) -> str:
+    """Where a memory came from, for a person: PDF file name and pages, or conversation title and date."""
+    meta = hit.metadata
+    if meta.get("source") == "pdf":
+        name = Path(str(meta.get("file") or "document")).name  # never a folder path outside the project
+        start, end = meta.get("page_start"), meta.get("page_end")
+        if start is None:
+            return f"**{_escape(name)}**"
+        pages = f"p. {start}" if start == end or end is None else f"pp. {start}–{end}"
+        return f"**{_escape(name)}**, {pages}"
+    title = meta.get("conversation_title") or "untitled conversation"
+    origin = {"chat": "this chat app", "chatgpt": "ChatGPT", "claude": "Claude"}.get(meta.get("source"))
+    when = _date(meta.get("timestamp"))
+    details = ", ".join(part for part in (origin, when, meta.get("role")) if part)
+    return f"**{_escape(title)}**" + (f" ({_escape(details)})" if details else "")
+
+
+def format_sources(hits: list[Hit]) -> str:
+    """The memories used for a reply as a Markdown list: source, score and the start of the text."""
+    lines = []
+    for hit in hits:
+        text = " ".join(hit.text.split())
+        excerpt = text[:140] + ("…" if len(text) > 140 else "")
+        lines.append(f"- {source_of(hit)}, score {hit.score:.2f}  \n  {_escape(excerpt)}")
+    return "\n".join(lines)
