@@ -1,0 +1,39 @@
+"""EvalConfig: every setting of the evaluation stage, its flag, default and help, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rhizome.config import option
+
+DEFAULT_RARE_MAX_PAIRS = 2
+
+
+@dataclass
+class EvalConfig:
+    adapters: list[str] = option(
+        default_factory=list, positional=True, metavar="ADAPTER",
+        help="adapters to compare with the base model: a run folder of train_script.py (its final/ is used) or "
+             "a final/, best/ or checkpoint-N/ folder; default: <base-model-name>-finetuned")
+    test_file: str = option("data_finetune/dataset_test.jsonl", "test pairs (chat JSONL from data_formatter.py)")
+    train_file: str = option("data_finetune/dataset_train.jsonl",
+                             "training pairs, read only to count how many pairs carry each theme (rare themes)")
+    base_model: str = option("", "base model (Hugging Face id, local folder or .gguf); default: the one the "
+                                 "adapters were trained on (training_config.json, else adapter_config.json)")
+    output_dir: str = option("", "where eval_report.{json,md} and the plots go; default: the first adapter's folder",
+                             flag="-o")
+    max_samples: int = option(0, "evaluate the first N test pairs only (0 = all)")
+    rare_max_pairs: int = option(DEFAULT_RARE_MAX_PAIRS,
+                                 "a theme is rare when at most this many training pairs carry it "
+                                 "(themes absent from training are always rare)")
+    rare_rule: str = option("all", "a test pair counts as rare when all of its themes are rare, or when any is",
+                            choices=["all", "any"])
+    max_seq_length: int = option(512, "tokens per pair, as in training; longer pairs are truncated")
+    loss_on: str = option("last", "assistant turns scored: the pair's reply only, or every assistant turn",
+                          choices=["last", "all"])
+    batch_size: int = option(8, "pairs per forward pass")
+    plot_themes: int = option(12, "themes per panel in per_theme_perplexity.png")
+    plots: bool = option(True, "write per_theme_perplexity.png and rare_vs_common.png")
+    force_cpu: bool = option(False, "evaluate on the CPU even when a GPU is available")
+    threads: int = option(0, "CPU threads (0 = physical cores)")
+    verbose: bool = option(False, "debug logging")

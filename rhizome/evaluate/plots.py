@@ -1,0 +1,84 @@
+"""per_theme_perplexity.png and rare_vs_common.png from an evaluation report, with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from rhizome import atomic
+from rhizome.evaluate.report import featured_themes
+
+PER_THEME_PNG = "per_theme_perplexity.png"
+RARE_VS_COMMON_PNG = "rare_vs_common.png"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    atomic.write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _bars(ax, labels: list[str], series: dict[str, list], ylabel: str, rotation: int = 45) -> None:
+    """Grouped bars: one group per label, one bar per model; missing values (None) are left out."""
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(labels))
+    for k, (name, values) in enumerate(series.items()):
+        heights = [np.nan if v is None else v for v in values]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, heights, width, label=name, color=f"C{k}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=rotation, ha="right" if rotation else "center", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_report(report: dict, folder: Path, themes_per_panel: int = 12) -> list[Path]:
+    plt = _pyplot()
+    models = report["models"]
+    counts = report["theme_train_pairs"]
+    frequent, rare = featured_themes(report, themes_per_panel)
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    limit = report["rare_max_pairs"]
+    panels = [(axes[0], frequent, "Most frequent themes in training", f"no test theme has > {limit} training pairs"),
+              (axes[1], rare, f"Rare themes (<= {limit} training pairs)", "no rare theme in the test split")]
+    for ax, themes, title, empty in panels:
+        ax.set_title(title)
+        if not themes:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        _bars(ax, [f"{t} ({counts[t]})" for t in themes],
+              {name: [m["per_theme"][t]["perplexity"] for t in themes] for name, m in models.items()},
+              "test perplexity")
+        ax.legend(fontsize=8)
+    fig.suptitle("Per-theme test perplexity, base vs adapters (training pairs per theme in brackets)")
+    written = [_save(plt, fig, folder / PER_THEME_PNG)]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    groups = ["overall", "rare", "common"]
+    labels = [f"{g} ({models['base'][g]['pairs']} pairs)" for g in groups]
+    perplexity = {n: [m[g]["perplexity"] for g in groups] for n, m in models.items()}
+    accuracy = {n: [None if m[g]["token_accuracy"] is None else 100 * m[g]["token_accuracy"] for g in groups]
+                for n, m in models.items()}
+    _bars(axes[0], labels, perplexity, "test perplexity", rotation=0)
+    axes[0].set_title("Perplexity on assistant tokens (lower is better)")
+    _bars(axes[1], labels, accuracy, "next-token accuracy (%)", rotation=0)
+    axes[1].set_title("Next-token accuracy on assistant tokens")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    written.append(_save(plt, fig, folder / RARE_VS_COMMON_PNG))
+    return written
