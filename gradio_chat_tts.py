@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Stage 5 of RhizomeML: a local web page to chat (typed or spoken) with your fine-tuned model and memories.
+
+    python gradio_chat_tts.py                         # http://127.0.0.1:7860, newest adapter, memory in .
+    python gradio_chat_tts.py --adapter none --tts none --stt none
+    python gradio_chat_tts.py --host 0.0.0.0 --auth me:secret --port 8080
+"""
+
+import sys
+
+from rhizome.chat.app import ChatPage, build_app
+from rhizome.chat.config import ChatConfig
+from rhizome.chat.server import ServeError, check_serving, describe_setup, launch, load_speech
+from rhizome.chat.session import ChatSession
+from rhizome.config import parse_args
+from rhizome.log import setup_logging
+from rhizome.memory.store import MemoryFilesError
+from rhizome.train.model import ModelNotFoundError
+
+
+def main(argv=None) -> int:
+    config, _ = parse_args(ChatConfig, __doc__, argv)
+    setup_logging(config.verbose)
+    try:
+        check_serving(config)
+        session = ChatSession.from_config(config)
+    except (ServeError, ModelNotFoundError, MemoryFilesError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stt, tts, notices = load_speech(config)
+    status = describe_setup(session, stt, tts)
+    print("\n".join(status + [f"Note: {notice.replace('**', '')}" for notice in notices]))
+    page = ChatPage(session, stt, tts, notices=notices, status=status, voice=config.voice, speak=config.speak)
+    app = build_app(page, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    try:
+        url, public_url = launch(app, config)
+    except ServeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Chat page: {url}" + (f" and {public_url} (public link, --share)" if public_url else "")
+          + " (Ctrl+C to stop)")
+    app.block_thread()  # until Ctrl+C
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

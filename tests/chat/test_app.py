@@ -1,0 +1,185 @@
+"""The chat page's handlers without a browser: streamed replies, sources, Stop, and missing speech parts."""
+
+import itertools
+import json
+import os
+import sys
+import threading
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+
+from rhizome.chat.app import NO_SOURCES, ChatPage, SpokenReply, build_app, plain_history, speakable_end
+from rhizome.chat.config import ChatConfig
+from rhizome.chat.llm import ChatModel
+from rhizome.chat.retrieval import ChatMemory
+from rhizome.chat.server import load_speech
+from rhizome.chat.session import ChatSession
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CHATS = [
+    [{"role": "user", "content": "My bike chain skips under load on the big cog. What should I check?"},
+     {"role": "assistant", "content": "Measure chain wear first: a stretched chain skips on worn cogs."}],
+    [{"role": "user", "content": "How warm should the fruiting room be for oyster mushrooms?"},
+     {"role": "assistant", "content": "Keep it around 15 to 20 °C with high humidity and fresh air."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> ChatModel:
+    """SmolLM2's tokenizer and config at 2 layers of width 32, random weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rhizome.train.config import DEFAULT_MODEL
+    from rhizome.train.model import resolve_model
+
+    smol = resolve_model(DEFAULT_MODEL)
+    config = AutoConfig.from_pretrained(smol)
+    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 8})
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-page-model")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(smol).save_pretrained(folder)
+    return ChatModel.load(str(folder), None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def memory_dir(tmp_path_factory):
+    """A two-conversation memory built by the real stage-2 code with the shipped embedder."""
+    from rhizome.memory.build import EmbedConfig, build_memory
+
+    folder = tmp_path_factory.mktemp("page-memory")
+    chats = folder / "chat.jsonl"
+    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in CHATS), encoding="utf-8")
+    build_memory(EmbedConfig(inputs=[str(chats)], output_dir=str(folder), cache_dir=str(folder / "cache")))
+    return folder
+
+
+@pytest.fixture
+def session(tiny_model, memory_dir) -> ChatSession:
+    config = ChatConfig(memory_dir=str(memory_dir), remember=False, max_new_tokens=24, temperature=0.0,
+                        min_score=0.2, stt="none", tts="none")
+    memory = ChatMemory.from_config(config, count_tokens=tiny_model.count_tokens)
+    torch.manual_seed(0)  # replies are sampled: a random model's greedy choice is a run of newlines
+    return ChatSession(config, tiny_model, memory)
+
+
+def test_reply_streams_a_growing_answer_and_lists_the_memories_used(session):
+    page = ChatPage(session)
+    box, history = page.add_user_message("  Why does my bike chain skip on the big cog?  ", [])
+    assert box == "" and history == [{"role": "user", "content": "Why does my bike chain skip on the big cog?"}]
+
+    updates = list(page.reply(history, temperature=1.0, max_new_tokens=16))
+
+    replies = [chat[-1]["content"] for chat, _, _ in updates if chat[-1]["role"] == "assistant"]
+    partial = [r for r in replies if r]
+    assert len(set(partial)) >= 3, "the reply should arrive in several growing pieces"
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(partial))
+    final_chat, final_sources, audio = updates[-1]
+    assert final_chat[0] == history[0] and final_chat[-1]["content"] == partial[-1]
+    assert "chain" in final_sources.lower() and "score" in final_sources
+    assert "oyster" not in final_sources.lower(), "an unrelated memory under the score threshold was shown"
+    assert audio is None
+
+
+def test_reply_continues_a_conversation_given_as_gradio_message_parts(session):
+    page = ChatPage(session)
+    history = [{"role": "user", "content": [{"type": "text", "text": "Hello"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
+               {"role": "user", "content": [{"type": "text", "text": "How warm for oyster mushrooms?"}]}]
+    assert plain_history(history)[2] == {"role": "user", "content": "How warm for oyster mushrooms?"}
+    *_, (chat, sources, _) = page.reply(history, temperature=1.0, max_new_tokens=8)
+    assert len(chat) == 4 and chat[-1]["role"] == "assistant" and chat[-1]["content"]
+    assert "oyster" in sources.lower()
+
+
+def test_nothing_happens_without_a_new_user_message(session):
+    page = ChatPage(session)
+    box, history = page.add_user_message("   ", [])
+    assert box == "   " and history == []
+    (chat, sources, audio), = list(page.reply([], 0.7, 32))
+    assert chat == [] and sources == gr.skip() and audio == gr.skip()
+
+
+def test_stop_ends_the_reply_early_and_keeps_what_was_written(session):
+    page = ChatPage(session)
+    history = [{"role": "user", "content": "Tell me everything about bike chains."}]
+    replies = []
+    for chat, _, _ in page.reply(history, temperature=1.0, max_new_tokens=200):
+        replies.append(chat[-1]["content"])
+        if len(replies) == 4:  # after the placeholder, the sources and two pieces of text
+            threading.Thread(target=page.stop).start()
+    stats = session.model.last_stats
+    assert stats.stopped and stats.new_tokens < 200
+    assert replies[-1] and replies[-1].startswith(replies[3])
+
+
+def test_clear_empties_the_chat_and_the_sources_panel(session):
+    assert ChatPage(session).clear() == ([], NO_SOURCES, None)
+
+
+def test_missing_speech_parts_become_a_notice_and_text_chat_still_works(session, monkeypatch, tmp_path):
+    from rhizome.chat.tts import load_tts
+
+    load_tts.cache_clear()
+    monkeypatch.setitem(sys.modules, "kokoro_onnx", None)  # what find_spec sees when the package is absent
+    config = ChatConfig(stt="vosk", vosk_model=str(tmp_path / "no-such-vosk-model"), tts="kokoro")
+    stt, tts, notices = load_speech(config)
+    load_tts.cache_clear()
+
+    assert stt is None and tts is None
+    assert any("Voice input is off" in n and "vosk" in n.lower() for n in notices)
+    assert any("Spoken replies are off" in n and "pip install kokoro-onnx" in n for n in notices)
+    page = ChatPage(session, stt, tts, notices=notices)
+    app = build_app(page)
+    shown = {c.elem_id: c for c in app.blocks.values() if getattr(c, "elem_id", None)}
+    assert shown["notice"].visible and "pip install kokoro-onnx" in shown["notice"].value
+    assert shown["voice-input"].visible is False and shown["speak"].visible is False
+    with pytest.raises(gr.Error):
+        page.transcribe(str(tmp_path / "take.wav"))
+    *_, (chat, _, audio) = page.reply([{"role": "user", "content": "Hello?"}], 1.0, 8, speak=True)
+    assert chat[-1]["content"] and audio is None
+
+
+def test_no_notice_when_speech_is_turned_off_on_purpose(session):
+    stt, tts, notices = load_speech(ChatConfig(stt="none", tts="none"))
+    assert (stt, tts, notices) == (None, None, [])
+    shown = {c.elem_id: c for c in build_app(ChatPage(session)).blocks.values() if getattr(c, "elem_id", None)}
+    assert shown["notice"].visible is False
+
+
+def test_spoken_pieces_end_after_finished_sentences_outside_code():
+    text = "Version 3.5 is out. Update it now! Then"
+    assert text[:speakable_end(text, 0)] == "Version 3.5 is out. Update it now!"
+    assert speakable_end(text, len(text) - 4) == len(text) - 4
+    code = "Run this:\n```\nx = 1. y = 2\n"
+    assert code[:speakable_end(code, 0)] == "Run this:\n"
+    assert speakable_end(code + "```\nDone. ", 0) == len(code + "```\nDone.")
+
+
+@pytest.mark.slow
+def test_spoken_reply_is_synthesised_while_the_text_streams(session):
+    from rhizome.chat.tts import load_tts
+
+    tts = load_tts("kokoro")
+    reply = ("The first spring inspection should be short and calm. Look for eggs and a laying queen. "
+             "Check how much honey is left, and close the hive before the brood gets cold. "
+             "Write down what you saw.")
+    voice = SpokenReply(tts, tts.default_voice)
+    try:
+        for end in range(1, len(reply) + 1, 7):  # the reply as it streams in, a few characters at a time
+            voice.feed(reply[:end])
+        assert len(voice.clips) >= 2, "finished sentences should go to the voice before the reply ends"
+        rate, samples = voice.finish(reply)
+    finally:
+        voice.close()
+    assert rate == 24000 and samples.dtype == np.int16 and len(samples) / rate > 4
+    assert voice.handed_over == len(reply)
+
+    page = ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
+    *_, (chat, _, audio) = page.reply([{"role": "user", "content": "Hi"}], 1.0, 12, speak=True)
+    assert chat[-1]["content"] and audio[0] == 24000 and len(audio[1]) > 0

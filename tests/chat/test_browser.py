@@ -1,0 +1,238 @@
+"""The chat page in a real headless Chromium: a typed message streams a reply and fills the sources panel;
+Stop ends a long reply; a question spoken by the shipped Kokoro voice, uploaded as a WAV or played into
+Chromium's fake microphone, is transcribed by the shipped Whisper and sent.
+
+Skipped when Debian's chromium / chromium-driver are not installed, unless RHIZOME_REQUIRE_BROWSER=1 (CI).
+"""
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from typing import NamedTuple
+
+import pytest
+import torch
+
+from rhizome.chat.app import ChatPage, build_app
+from rhizome.chat.config import ChatConfig
+from rhizome.chat.llm import ChatModel
+from rhizome.chat.retrieval import ChatMemory
+from rhizome.chat.server import launch
+from rhizome.chat.session import ChatSession
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.slow  # real browser plus the shipped Whisper and Kokoro models
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
+# Without the networking flags Chromium's own background connections are refused here and it stalls.
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000"]
+CHATS = [
+    [{"role": "user", "content": "My bike chain skips under load on the big cog. What should I check?"},
+     {"role": "assistant", "content": "Measure chain wear first: a stretched chain skips on worn cogs."}],
+    [{"role": "user", "content": "How warm should the fruiting room be for oyster mushrooms?"},
+     {"role": "assistant", "content": "Keep it around 15 to 20 °C with high humidity and fresh air."}],
+]
+SPOKEN = "Why does my bike chain skip on the big cog?"
+RECORD_BOT_TEXT = """
+window.botTexts = [];
+new MutationObserver(() => {
+  const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+  const text = bots.length ? bots[bots.length - 1].innerText : "";
+  if (text !== window.botTexts[window.botTexts.length - 1]) window.botTexts.push(text);
+}).observe(document.querySelector('#chatbot'), {childList: true, subtree: true, characterData: true});
+"""
+
+
+def _require_browser() -> None:
+    if os.path.exists(CHROMIUM) and CHROMEDRIVER:
+        return
+    message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+    if os.environ.get("RHIZOME_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Served(NamedTuple):
+    url: str
+    model: ChatModel  # to read what generation did
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The real page on a free localhost port: tiny random model, a small memory, the shipped Whisper."""
+    _require_browser()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rhizome.chat.stt import load_stt
+    from rhizome.memory.build import EmbedConfig, build_memory
+    from rhizome.train.config import DEFAULT_MODEL
+    from rhizome.train.model import resolve_model
+
+    smol = resolve_model(DEFAULT_MODEL)
+    model_dir = tmp_path_factory.mktemp("browser-model")
+    config = AutoConfig.from_pretrained(smol)
+    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 8})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(smol).save_pretrained(model_dir)
+
+    memory_dir = tmp_path_factory.mktemp("browser-memory")
+    chats = memory_dir / "chat.jsonl"
+    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in CHATS), encoding="utf-8")
+    build_memory(EmbedConfig(inputs=[str(chats)], output_dir=str(memory_dir), cache_dir=str(memory_dir / "cache")))
+
+    chat_config = ChatConfig(memory_dir=str(memory_dir), remember=False, min_score=0.2, port=free_port())
+    model = ChatModel.load(str(model_dir), None, device="cpu")
+    session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
+    page = ChatPage(session, stt=load_stt("whisper"), notices=["**Spoken replies are off**: not needed here."])
+    app = build_app(page, temperature=1.0, max_new_tokens=96)
+    url, _ = launch(app, chat_config)
+    yield Served(url, model)
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory):
+    """The question spoken by the shipped Kokoro voice, as a WAV file."""
+    from rhizome.chat.audio import write_wav
+    from rhizome.chat.tts import load_tts
+
+    rate, samples = load_tts("kokoro").speak(SPOKEN)
+    wav = tmp_path_factory.mktemp("speech") / "question.wav"
+    write_wav(wav, rate, samples)
+    return wav
+
+
+@pytest.fixture(scope="module")
+def browser(question_wav):
+    """Headless Chromium whose (fake) microphone plays the spoken question."""
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                  f"--use-file-for-fake-audio-capture={question_wav}"]:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="rhizome-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def _wait(driver, condition, seconds: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(condition)
+
+
+def _texts(driver, selector: str) -> list[str]:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+    except StaleElementReferenceException:  # the chat re-rendered between finding and reading
+        return []
+
+
+def _settled(driver, script: str, quiet_s: float = 1.5, seconds: float = 30) -> list:
+    """The script's value once it has stopped changing for ``quiet_s`` (the reply finished streaming)."""
+    deadline, last, since = time.monotonic() + seconds, None, time.monotonic()
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value != last:
+            last, since = value, time.monotonic()
+        elif value and time.monotonic() - since >= quiet_s:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"the page kept changing or stayed empty: {last}")
+
+
+def test_typed_message_streams_a_reply_and_shows_the_memories_used(served, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(served.url)
+    box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+    assert "Spoken replies are off" in browser.find_element(By.ID, "notice").text
+    # Record every rendered state of the bot's message: the tiny model writes faster than a poll could see.
+    browser.execute_script(RECORD_BOT_TEXT)
+    box.send_keys("How should I check my bike chain?\n")
+    _wait(browser, lambda d: "score" in d.find_element(By.ID, "sources").text)
+    snapshots = _settled(browser, "return window.botTexts.filter(t => t.trim())")
+
+    assert _texts(browser, '#chatbot [data-testid="user"]')[-1] == "How should I check my bike chain?"
+    assert len(snapshots) >= 3, f"the reply should appear piece by piece, saw {snapshots}"
+    assert len(snapshots[-1]) > len(snapshots[0])
+    sources = browser.find_element(By.ID, "sources").text
+    assert "Memories used" in sources and "bike chain" in sources.lower() and "score" in sources
+
+
+def _sent_words(driver) -> set[str]:
+    """The words of the last user message once one appears (the transcript, sent as the message)."""
+    said = _wait(driver, lambda d: [t for t in _texts(d, '#chatbot [data-testid="user"]') if t.strip()], 60)[-1]
+    return set(said.lower().replace(",", " ").replace("?", " ").replace(".", " ").split())
+
+
+def test_stop_button_ends_the_reply(served, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(served.url)
+    box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+    longest = browser.find_element(By.CSS_SELECTOR, '#max-tokens input[type="number"]')
+    longest.clear()
+    longest.send_keys("2048", Keys.TAB)
+    browser.execute_script(RECORD_BOT_TEXT)
+    box.send_keys("Tell me everything about bike chains.\n")
+    _wait(browser, lambda d: len(d.execute_script("return window.botTexts")) >= 3)
+    browser.find_element(By.ID, "stop").click()
+
+    stopped_text = _settled(browser, "return window.botTexts[window.botTexts.length - 1]")
+    stats = served.model.last_stats
+    assert stats.stopped and 0 < stats.new_tokens < 2048, stats
+    assert stopped_text.strip()
+
+
+def test_uploaded_speech_is_transcribed_and_sent(served, browser, question_wav):
+    from selenium.webdriver.common.by import By
+
+    browser.get(served.url)
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input"))
+    browser.find_element(By.CSS_SELECTOR, '#voice-input button[aria-label="Upload file"]').click()
+    upload = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#voice-input input[type="file"]'))
+    upload.send_keys(str(question_wav))
+
+    assert {"bike", "chain", "skip", "cog"} <= _sent_words(browser)
+    _wait(browser, lambda d: [t for t in _texts(d, '#chatbot [data-testid="bot"]') if t.strip()], 30)
+
+
+def test_microphone_recording_is_transcribed_and_sent(served, browser, question_wav):
+    import soundfile
+    from selenium.webdriver.common.by import By
+
+    browser.get(served.url)
+    record = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input button.record-button"))
+    record.click()
+    # The fake microphone loops the file from when the page opened it: two lengths hold one whole question.
+    time.sleep(2 * soundfile.info(str(question_wav)).duration + 0.5)
+    browser.find_element(By.CSS_SELECTOR, "#voice-input button.stop-button").click()
+
+    words = _sent_words(browser)
+    assert {"bike", "chain", "skip", "cog"} <= words, words
