@@ -1,7 +1,10 @@
-.PHONY: demo test bench setup samples
+.PHONY: demo chat test bench setup samples
 
-demo:  ## set up .venv if needed and run the pipeline on the bundled sample data
+demo:  ## set up .venv if needed and run the whole pipeline on the bundled sample data
 	bash scripts/demo.sh
+
+chat:  ## the demo (seconds when it has run before), then the local chat page
+	bash scripts/demo.sh --chat
 
 test:  ## set up .venv if needed and run the test suite (offline)
 	bash scripts/test.sh
