@@ -1,4 +1,4 @@
-.PHONY: demo chat test bench setup samples
+.PHONY: demo chat test bench claims setup samples
 
 demo:  ## set up .venv if needed and run the whole pipeline on the bundled sample data
 	bash scripts/demo.sh
@@ -18,6 +18,10 @@ bench: setup  ## benchmarks: ratios measured side by side
 	.venv/bin/python bench/dedup.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py
 	.venv/bin/python bench/index.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/chat.py
+
+claims: setup  ## standard vs theme-weighted vs IPF training on ShareGPT conversations (about 45 min on 2 cores)
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/claims.py
 
 samples: setup  ## regenerate the bundled sample PDFs and conversation files
 	.venv/bin/python samples/make_pdfs.py

@@ -1,7 +1,6 @@
 """The chat page's handlers without a browser: streamed replies, sources, Stop, and missing speech parts."""
 
 import itertools
-import json
 import os
 import sys
 import threading
@@ -20,48 +19,15 @@ from rhizome.chat.session import ChatSession
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CHATS = [
-    [{"role": "user", "content": "My bike chain skips under load on the big cog. What should I check?"},
-     {"role": "assistant", "content": "Measure chain wear first: a stretched chain skips on worn cogs."}],
-    [{"role": "user", "content": "How warm should the fruiting room be for oyster mushrooms?"},
-     {"role": "assistant", "content": "Keep it around 15 to 20 °C with high humidity and fresh air."}],
-]
-
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> ChatModel:
-    """SmolLM2's tokenizer and config at 2 layers of width 32, random weights."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from rhizome.train.config import DEFAULT_MODEL
-    from rhizome.train.model import resolve_model
-
-    smol = resolve_model(DEFAULT_MODEL)
-    config = AutoConfig.from_pretrained(smol)
-    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
-                   "num_key_value_heads": 2, "head_dim": 8})
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-page-model")
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(smol).save_pretrained(folder)
-    return ChatModel.load(str(folder), None, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def memory_dir(tmp_path_factory):
-    """A two-conversation memory built by the real stage-2 code with the shipped embedder."""
-    from rhizome.memory.build import EmbedConfig, build_memory
-
-    folder = tmp_path_factory.mktemp("page-memory")
-    chats = folder / "chat.jsonl"
-    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in CHATS), encoding="utf-8")
-    build_memory(EmbedConfig(inputs=[str(chats)], output_dir=str(folder), cache_dir=str(folder / "cache")))
-    return folder
+def tiny_model(tiny_model_dir) -> ChatModel:
+    return ChatModel.load(tiny_model_dir, None, device="cpu")
 
 
 @pytest.fixture
-def session(tiny_model, memory_dir) -> ChatSession:
-    config = ChatConfig(memory_dir=str(memory_dir), remember=False, max_new_tokens=24, temperature=0.0,
+def session(tiny_model, small_memory_dir) -> ChatSession:
+    config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, max_new_tokens=24, temperature=0.0,
                         min_score=0.2, stt="none", tts="none")
     memory = ChatMemory.from_config(config, count_tokens=tiny_model.count_tokens)
     torch.manual_seed(0)  # replies are sampled: a random model's greedy choice is a run of newlines

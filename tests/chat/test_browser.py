@@ -5,7 +5,6 @@ Chromium's fake microphone, is transcribed by the shipped Whisper and sent.
 Skipped when Debian's chromium / chromium-driver are not installed, unless RHIZOME_REQUIRE_BROWSER=1 (CI).
 """
 
-import json
 import os
 import shutil
 import socket
@@ -14,7 +13,6 @@ import time
 from typing import NamedTuple
 
 import pytest
-import torch
 
 from rhizome.chat.app import ChatPage, build_app
 from rhizome.chat.config import ChatConfig
@@ -31,12 +29,6 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1000"]
-CHATS = [
-    [{"role": "user", "content": "My bike chain skips under load on the big cog. What should I check?"},
-     {"role": "assistant", "content": "Measure chain wear first: a stretched chain skips on worn cogs."}],
-    [{"role": "user", "content": "How warm should the fruiting room be for oyster mushrooms?"},
-     {"role": "assistant", "content": "Keep it around 15 to 20 °C with high humidity and fresh air."}],
-]
 SPOKEN = "Why does my bike chain skip on the big cog?"
 RECORD_BOT_TEXT = """
 window.botTexts = [];
@@ -69,32 +61,13 @@ class Served(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tiny_model_dir, small_memory_dir):
     """The real page on a free localhost port: tiny random model, a small memory, the shipped Whisper."""
     _require_browser()
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     from rhizome.chat.stt import load_stt
-    from rhizome.memory.build import EmbedConfig, build_memory
-    from rhizome.train.config import DEFAULT_MODEL
-    from rhizome.train.model import resolve_model
 
-    smol = resolve_model(DEFAULT_MODEL)
-    model_dir = tmp_path_factory.mktemp("browser-model")
-    config = AutoConfig.from_pretrained(smol)
-    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
-                   "num_key_value_heads": 2, "head_dim": 8})
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(smol).save_pretrained(model_dir)
-
-    memory_dir = tmp_path_factory.mktemp("browser-memory")
-    chats = memory_dir / "chat.jsonl"
-    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in CHATS), encoding="utf-8")
-    build_memory(EmbedConfig(inputs=[str(chats)], output_dir=str(memory_dir), cache_dir=str(memory_dir / "cache")))
-
-    chat_config = ChatConfig(memory_dir=str(memory_dir), remember=False, min_score=0.2, port=free_port())
-    model = ChatModel.load(str(model_dir), None, device="cpu")
+    chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
+    model = ChatModel.load(tiny_model_dir, None, device="cpu")
     session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
     page = ChatPage(session, stt=load_stt("whisper"), notices=["**Spoken replies are off**: not needed here."])
     app = build_app(page, temperature=1.0, max_new_tokens=96)

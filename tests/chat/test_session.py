@@ -5,7 +5,6 @@ import os
 import threading
 
 import pytest
-import torch
 
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.llm import ChatModel
@@ -20,21 +19,8 @@ BEES = "Split a hive in late spring: move the old queen and two frames of brood 
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from rhizome.train.config import DEFAULT_MODEL
-    from rhizome.train.model import resolve_model
-
-    smol = resolve_model(DEFAULT_MODEL)
-    config = AutoConfig.from_pretrained(smol)
-    config.update({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
-                   "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 256})
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-session-model")
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(smol).save_pretrained(folder)
-    return ChatModel.load(str(folder), None, device="cpu")
+def tiny_model(make_tiny_model):
+    return ChatModel.load(make_tiny_model(max_position_embeddings=256), None, device="cpu")
 
 
 def greedy(**changes) -> ChatConfig:
