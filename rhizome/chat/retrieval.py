@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rhizome.log import get_logger
-from rhizome.memory.items import TokenSplitter, _with_parts
+from rhizome.memory.items import TokenSplitter, with_parts
 from rhizome.memory.store import CONFIG_FILE, METADATA_FILE, VECTORS_FILE, Hit, Memory
 
 log = get_logger(__name__)
@@ -169,7 +169,7 @@ class ChatMemory:
                 "message_index": index,
                 "file": None,
             }
-            items.extend(_with_parts(base, splitter.split(text.strip())))
+            items.extend(with_parts(base, splitter.split(text.strip())))
         return items
 
 

@@ -80,7 +80,7 @@ class TokenSplitter:
         return [p for p in pieces if p]
 
 
-def _with_parts(base: dict, pieces: list[str]) -> Iterator[dict]:
+def with_parts(base: dict, pieces: list[str]) -> Iterator[dict]:
     for part, piece in enumerate(pieces):
         item = dict(base)
         item["id"] = base["id"] if len(pieces) == 1 else f"{base['id']}.{part}"
@@ -101,7 +101,7 @@ def items_from_conversations(conversations: Iterable[Conversation], splitter: To
                 "message_index": index,
                 "file": conv.file,
             }
-            yield from _with_parts(base, splitter.split(message.text))
+            yield from with_parts(base, splitter.split(message.text))
 
 
 def items_from_pdf_chunks(chunks: Iterable[dict], splitter: TokenSplitter) -> Iterator[dict]:
@@ -118,4 +118,4 @@ def items_from_pdf_chunks(chunks: Iterable[dict], splitter: TokenSplitter) -> It
             "title": chunk.get("title"),
             "author": chunk.get("author"),
         }
-        yield from _with_parts(base, splitter.split(chunk["text"]))
+        yield from with_parts(base, splitter.split(chunk["text"]))
