@@ -22,7 +22,7 @@ from rhizome.train.data import TokenizedData, load_pairs, tokenize_pairs
 
 log = get_logger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: overlong pairs lose their oldest context turns before being truncated
 
 
 def tokenizer_digest(tokenizer) -> str:

@@ -138,22 +138,54 @@ class TokenizedData:
                              self.themes[:n], self.weights[:n], dict(self.stats, subset=n))
 
 
+def _target_mask(spans: list[tuple[int, int]], char_offsets) -> np.ndarray:
+    starts = np.fromiter((s for s, _ in char_offsets), dtype=np.int64, count=len(char_offsets))
+    mask = np.zeros(len(char_offsets), dtype=bool)
+    for lo, hi in spans:
+        mask |= (starts >= lo) & (starts < hi)
+    return mask
+
+
+def _without_oldest_context(tokenizer, messages: list[dict], max_seq_length: int):
+    """(input ids, target mask) of the conversation with its oldest context turns dropped, a user turn at a time
+    and the system message kept, until it fits; None when it has no context to drop.
+
+    Truncation keeps the start of a row, so a long context would push the reply (the only part that carries
+    loss) out of it entirely: on real ShareGPT conversations a quarter of the pairs were lost that way."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    result = None
+    while True:
+        later_users = [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
+        if not later_users:
+            return result
+        turns = turns[later_users[0]:]
+        text, spans = assistant_spans(tokenizer, system + turns, "last")
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        result = encoded["input_ids"], _target_mask(spans, encoded["offset_mapping"])
+        if len(result[0]) <= max_seq_length:
+            return result
+
+
 def tokenize_pairs(pairs: list[dict], tokenizer, max_seq_length: int, loss_on: str = "last",
                    batch: int = 256) -> TokenizedData:
-    """Render, tokenise and mask every pair; pairs left with no target token after truncation are dropped."""
+    """Render, tokenise and mask every pair. A pair longer than ``max_seq_length`` first loses its oldest context
+    turns (loss on the last reply only), then its end; pairs left with no target token are dropped."""
     tokens, targets, offsets = [], [], [0]
     ids, themes, weights = [], [], []
-    truncated = dropped = 0
+    truncated = dropped = trimmed = 0
     for start in range(0, len(pairs), batch):
         chunk = pairs[start:start + batch]
         rendered = [assistant_spans(tokenizer, pair["messages"], loss_on) for pair in chunk]
         encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
         for pair, (_, spans), input_ids, char_offsets in zip(chunk, rendered, encoded["input_ids"],
                                                               encoded["offset_mapping"]):
-            starts = np.fromiter((s for s, _ in char_offsets), dtype=np.int64, count=len(char_offsets))
-            mask = np.zeros(len(input_ids), dtype=bool)
-            for lo, hi in spans:
-                mask |= (starts >= lo) & (starts < hi)
+            mask = _target_mask(spans, char_offsets)
+            if len(input_ids) > max_seq_length and loss_on == "last":
+                shorter = _without_oldest_context(tokenizer, pair["messages"], max_seq_length)
+                if shorter is not None:
+                    trimmed += 1
+                    input_ids, mask = shorter
             if len(input_ids) > max_seq_length:
                 truncated += 1
                 input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
@@ -168,7 +200,8 @@ def tokenize_pairs(pairs: list[dict], tokenizer, max_seq_length: int, loss_on: s
             weights.append(pair["theme_weight"])
     if not ids:
         raise DatasetFileError(f"no pair keeps an assistant token within max_seq_length={max_seq_length}")
-    stats = {"pairs": len(pairs), "samples": len(ids), "truncated": truncated, "dropped_no_target": dropped}
+    stats = {"pairs": len(pairs), "samples": len(ids), "context_trimmed": trimmed, "truncated": truncated,
+             "dropped_no_target": dropped}
     return TokenizedData(
         np.concatenate(tokens), np.concatenate(targets), np.asarray(offsets, dtype=np.int64), ids, themes,
         np.asarray(weights, dtype=np.float64), stats,

@@ -344,7 +344,8 @@ class FineTune:
             f"Batch: {c.per_device_train_batch_size} rows x {c.gradient_accumulation_steps} accumulation"
             + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
             + f" = {self.rows_per_step} rows per step, max_seq_length {c.max_seq_length}",
-            f"Data: {data['samples']:,} samples ({data['truncated']} truncated, {data['dropped_no_target']} dropped), "
+            f"Data: {data['samples']:,} samples ({data.get('context_trimmed', 0)} with old context dropped to fit, "
+            f"{data['truncated']} truncated, {data['dropped_no_target']} dropped), "
             f"mean {data['mean_length']:.1f} tokens, {data['themes']:,} themes"
             + (f"; validation {len(self.val_data):,} samples" if self.val_data is not None else "; no validation"),
             f"Packing: {packing}",

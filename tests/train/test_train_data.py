@@ -68,6 +68,19 @@ def test_truncation_drops_pairs_left_without_a_target(tokenizer):
     assert data.lengths.max() <= 128
 
 
+def test_long_context_loses_its_oldest_turns_before_the_reply_is_cut(tokenizer):
+    long_context = [CONVERSATION[0], {"role": "user", "content": "Tell me about varroa. " * 20},
+                    {"role": "assistant", "content": "Mites. " * 60}, *CONVERSATION[1:]]
+    data = tokenize_pairs([_pair(long_context)], tokenizer, max_seq_length=128)
+    assert data.stats["context_trimmed"] == 1 and data.stats["truncated"] == 0 and len(data) == 1
+    trained, masked = _target_text(tokenizer, data)
+    assert trained == "Take it off and feed syrup.<|im_end|>"
+    assert "You keep bees." in masked and "When do I add a super?" in masked and "varroa" not in masked
+
+    untrimmed = tokenize_pairs([_pair(long_context)], tokenizer, max_seq_length=200, loss_on="all")
+    assert untrimmed.stats["context_trimmed"] == 0 and untrimmed.stats["truncated"] == 1
+
+
 def test_bad_lines_are_reported_with_file_and_line(tmp_path):
     path = tmp_path / "dataset_train.jsonl"
     good = json.dumps(_pair(CONVERSATION))
