@@ -16,10 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rhizome.train.checkpoint import checkpoints
+from rhizome.train.checkpoint import ADAPTER_CONFIG, adapter_folder, checkpoints
 from rhizome.train.loop import CONFIG_FILE
 
-ADAPTER_CONFIG = "adapter_config.json"
 TRACKER_FILE = "theme_tracker_state.json"
 
 
@@ -51,11 +50,11 @@ def locate(given: str) -> tuple[Path, Path | None]:
             f"adapter not found: {given}\nTrain one with `python train_script.py` (it writes "
             "<model>-finetuned/final/), or pass a run folder or its final/, best/ or checkpoint-N/ folder."
         )
-    if (path / ADAPTER_CONFIG).is_file():
-        run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
-        return path, run_dir
-    if (path / "final" / ADAPTER_CONFIG).is_file():
-        return path / "final", path
+    adapter = adapter_folder(path)
+    if adapter == path:
+        return path, path.parent if (path.parent / CONFIG_FILE).is_file() else None
+    if adapter is not None:
+        return adapter, path
     found = checkpoints(path)
     hint = (f"; training has not finished: evaluate its latest checkpoint with `{found[-1][1]}`, or resume "
             "training with the same command" if found else "")

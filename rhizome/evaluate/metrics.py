@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from rhizome.log import progress
 from rhizome.train.data import IGNORE_INDEX, TokenizedData
+from rhizome.train.model import decoder_and_head
 from rhizome.train.packing import collate
 
 # Positions sent through the LM head at once: 1024 x a 49k vocabulary = 200 MB of fp32 logits.
@@ -46,17 +47,12 @@ class PairScores:
                 "token_accuracy": int(self.correct[idx].sum()) / tokens, "tokens": tokens, "pairs": len(idx)}
 
 
-def _decoder_and_head(model):
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(causal_lm, causal_lm.base_model_prefix), causal_lm.get_output_embeddings()
-
-
 @torch.no_grad()
 def score_pairs(model, data: TokenizedData, pad_id: int, device: torch.device | str, batch_size: int = 8,
                 desc: str = "evaluating") -> PairScores:
     """Score every pair of ``data`` with ``model`` (a causal LM, plain or a PeftModel)."""
     model.eval()
-    decoder, head = _decoder_and_head(model)
+    decoder, head = decoder_and_head(model)
     n = len(data)
     loss_sum = np.zeros(n, dtype=np.float64)
     correct = np.zeros(n, dtype=np.int64)

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from rhizome.log import get_logger
+from rhizome.train.checkpoint import ADAPTER_CONFIG, adapter_folder
+from rhizome.train.loop import CONFIG_FILE
 from rhizome.train.model import ModelNotFoundError, resolve_model
 
 log = get_logger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-TRAINING_CONFIG = "training_config.json"
 VERIFY_PROMPT = "What are the first steps when starting something new?"
 
 
@@ -53,10 +53,9 @@ def find_adapter(given: str, cwd: Path | None = None) -> Path:
                               "python export_model.py path/to/run/final")
         return finals[-1]
     path = Path(given).expanduser()
-    if (path / ADAPTER_CONFIG).is_file():
-        return path
-    if (path / "final" / ADAPTER_CONFIG).is_file():
-        return path / "final"
+    adapter = adapter_folder(path)
+    if adapter is not None:
+        return adapter
     if not path.exists():
         raise ExportError(f"no such adapter folder: {given}")
     raise ExportError(f"{given} holds no LoRA adapter ({ADAPTER_CONFIG} missing): name a final/, best/ or "
@@ -65,7 +64,7 @@ def find_adapter(given: str, cwd: Path | None = None) -> Path:
 
 def _run_dir(adapter: Path) -> Path | None:
     for folder in (adapter, adapter.parent):
-        if (folder / TRAINING_CONFIG).is_file():
+        if (folder / CONFIG_FILE).is_file():
             return folder
     return None
 
@@ -95,7 +94,7 @@ def describe_adapter(given: str, base_override: str = "", cwd: Path | None = Non
     if lora.get("peft_type", "LORA") != "LORA":
         raise ExportError(f"{path} is a {lora.get('peft_type')} adapter; only LoRA adapters can be merged")
     run_dir = _run_dir(path)
-    training = _read_json(run_dir / TRAINING_CONFIG) if run_dir else {}
+    training = _read_json(run_dir / CONFIG_FILE) if run_dir else {}
     # The run's own setting names the model portably (an id or .gguf); peft records the local folder it loaded.
     base_name = base_override or training.get("model") or lora.get("base_model_name_or_path") or ""
     if not base_name:

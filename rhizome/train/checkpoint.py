@@ -10,6 +10,9 @@
 A checkpoint is written into a hidden ``.checkpoint-<step>.*.tmp`` folder and renamed when complete, so a kill
 during saving leaves at most a temporary folder (removed on the next start); resume also checks every
 file is there and skips, with a warning, any checkpoint that is not.
+
+Evaluation and export take any folder holding LoRA weights (``final/``, ``best/``, ``checkpoint-N/``) or a run
+folder, meaning its ``final/``: :func:`adapter_folder`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from rhizome.log import get_logger
 log = get_logger(__name__)
 
 STATE_FILE = "trainer_state.json"
-REQUIRED_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt",
+ADAPTER_CONFIG = "adapter_config.json"
+REQUIRED_FILES = ("adapter_model.safetensors", ADAPTER_CONFIG, "optimizer.pt", "scheduler.pt",
                   "rng_state.pth", "theme_tracker_state.json", "training_metrics.json", STATE_FILE)
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -41,6 +45,15 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
     return sorted(found)
+
+
+def adapter_folder(path: Path) -> Path | None:
+    """The LoRA adapter ``path`` names: itself when it holds adapter_config.json, else its ``final/`` when that
+    does (``path`` is a run folder), else None."""
+    for folder in (path, path / "final"):
+        if (folder / ADAPTER_CONFIG).is_file():
+            return folder
+    return None
 
 
 def is_complete(path: Path) -> bool:

@@ -42,6 +42,7 @@ from rhizome.train.model import (
     apply_lora,
     choose_quantization,
     count_parameters,
+    decoder_and_head,
     load_base_model,
     load_tokenizer,
     resolve_model,
@@ -100,12 +101,11 @@ class CausalLMLoss(nn.Module):
         self.model = model
 
     def forward(self, input_ids, position_ids, labels):
-        causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+        decoder, head = decoder_and_head(self.model)
         # No attention mask and no cache: transformers then masks attention block-diagonally per packed sample.
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
         keep = labels != IGNORE_INDEX
-        logits = causal_lm.get_output_embeddings()(hidden[keep])
+        logits = head(hidden[keep])
         return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
 
 

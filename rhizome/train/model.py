@@ -270,6 +270,12 @@ def apply_lora(model: nn.Module, setup: LoraSetup, quantization: str):
     return peft_model
 
 
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(the decoder stack, the LM head) of a causal LM, plain or wrapped in a PeftModel."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(causal_lm, causal_lm.base_model_prefix), causal_lm.get_output_embeddings()
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total); 4-bit weights count as the parameters they stand for, not their packed bytes."""
     trainable = total = 0
