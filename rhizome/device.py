@@ -6,9 +6,14 @@ import os
 from dataclasses import dataclass
 
 
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def physical_cores() -> int:
     """Physical cores available to this process; hyper-threads slow matmul-bound work down."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    logical = available_cpus()
     try:
         import psutil
 

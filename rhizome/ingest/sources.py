@@ -226,12 +226,12 @@ def _read_path(path: Path, report: IngestReport, seen: set) -> Iterator[Conversa
         return
     source = Source.from_path(path)
     try:
-        is_zip = sniff_layout(source).kind == "zip"
+        layout = sniff_layout(source)
     except OSError as exc:
         _fail(report, str(path), f"cannot be read ({exc.strerror or exc})")
         return
-    if not is_zip:
-        yield from _read_source(source, True, report, seen)
+    if layout.kind != "zip":
+        yield from _read_source(source, True, report, seen, layout)
         return
     members = _zip_members(path, report)
     if members is None:
@@ -248,17 +248,20 @@ def _read_path(path: Path, report: IngestReport, seen: set) -> Iterator[Conversa
                                  f"files); {EXPECTED_FORMATS}")
 
 
-def _read_source(source: Source, named: bool, report: IngestReport, seen: set) -> Generator[Conversation, None, str]:
+def _read_source(source: Source, named: bool, report: IngestReport, seen: set,
+                 layout: Layout | None = None) -> Generator[Conversation, None, str]:
     """Yield the conversations of one file or zip member; return its format.
 
     ``named``: the user named this file itself (not a file found in a folder or archive).
+    ``layout``: the source's :func:`sniff_layout`, when the caller already has it.
     """
     name = source.name
-    try:
-        layout = sniff_layout(source)
-    except (OSError, zipfile.BadZipFile, zlib.error) as exc:
-        _fail(report, name, f"cannot be read ({exc})")
-        return "unknown"
+    if layout is None:
+        try:
+            layout = sniff_layout(source)
+        except (OSError, zipfile.BadZipFile, zlib.error) as exc:
+            _fail(report, name, f"cannot be read ({exc})")
+            return "unknown"
     problem = {
         "empty": "the file is empty; export or extract it again",
         "utf16": "the file is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 IN > OUT) and retry",

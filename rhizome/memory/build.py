@@ -67,7 +67,7 @@ def remembered_chat_turns(folder: Path, embedding_model: str) -> tuple[list[dict
     if not (folder / METADATA_FILE).exists():
         return [], np.zeros((0, 0), dtype=np.float32)
     try:
-        old = Memory.load(folder)
+        old = Memory.load(folder, with_index=False)  # only its items and vectors are carried over
     except (MemoryFilesError, OSError, ValueError) as exc:
         log.warning("could not read the existing memory in %s to keep its chat turns: %s", folder, exc)
         return [], np.zeros((0, 0), dtype=np.float32)
@@ -124,9 +124,10 @@ def build_memory(config: EmbedConfig) -> dict:
 
     index = faiss_index.build_index(vectors, exact_max=config.exact_index_max)
     out = Path(config.output_dir)
+    # In Memory.save's order: the metadata follows the vectors and index it describes.
     atomic.write_npy(out / VECTORS_FILE, vectors)
-    atomic.write_pickle(out / METADATA_FILE, items)
     faiss_index.save_index(index, out / INDEX_FILE)
+    atomic.write_pickle(out / METADATA_FILE, items)
 
     summary = {
         "items": len(items),

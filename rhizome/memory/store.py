@@ -69,7 +69,8 @@ class Memory:
         self._model = None
 
     @classmethod
-    def load(cls, folder: str | os.PathLike = ".", device: str = "cpu") -> Memory:
+    def load(cls, folder: str | os.PathLike = ".", device: str = "cpu", *, with_index: bool = True) -> Memory:
+        """The memory in ``folder``; ``with_index=False`` skips reading (or rebuilding) the search index."""
         folder = Path(folder)
         paths = {name: folder / name for name in (VECTORS_FILE, METADATA_FILE, CONFIG_FILE)}
         missing = [str(p) for p in paths.values() if not p.exists()]
@@ -85,6 +86,8 @@ class Memory:
                 f"{paths[METADATA_FILE]} has {len(metadata) if isinstance(metadata, list) else 'no'} items but "
                 f"{paths[VECTORS_FILE]} has {len(vectors)} vectors; rebuild with python batch_embedder.py"
             )
+        if not with_index:
+            return cls(vectors, metadata, None, config, device)
         index_path = folder / INDEX_FILE
         index = (faiss_index.load_index(index_path) if index_path.exists()
                  else faiss_index.build_index(vectors))

@@ -60,6 +60,7 @@ import pypdf
 
 from rhizome import atomic
 from rhizome.config import option, save_config
+from rhizome.device import available_cpus
 from rhizome.log import get_logger, progress
 from rhizome.pdf.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, chunk_spans
 from rhizome.pdf.extract import UnreadablePdf, clean_pages, page_range, read_pdf
@@ -248,8 +249,7 @@ def _failed(task: FileTask, reason: str) -> FileResult:
 
 
 def default_workers(files: int) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, files))
+    return max(1, min(available_cpus(), files))
 
 
 @dataclass
