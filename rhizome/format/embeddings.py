@@ -40,7 +40,7 @@ def memory_vectors(vectors_path: str | Path, model_name: str) -> dict[str, np.nd
     if not vectors_path.exists() or not (folder / METADATA_FILE).exists():
         return {}
     config_path = folder / CONFIG_FILE
-    made_with = json.loads(config_path.read_text()).get("embedding_model") if config_path.exists() else None
+    made_with = json.loads(config_path.read_text(encoding="utf-8")).get("embedding_model") if config_path.exists() else None
     if made_with is None or canonical_model_name(made_with) != canonical_model_name(model_name):
         log.info("%s was made with %s, not %s: not reused", vectors_path, made_with, model_name)
         return {}
@@ -64,9 +64,9 @@ def embed_pairs(pairs: Sequence[Pair], known: dict[str, np.ndarray], cache: Embe
         vectors = embed_missing([t for t, _ in missing], [k for _, k in missing], cache, load_model,
                                 batch_size=batch_size)
         computed = dict(zip((k for _, k in missing), vectors))
-    lookup = {**computed, **{k: known[k] for k in keys if k in known}}
-    prompt_vectors = np.stack([lookup[text_key(t)] for t in prompts]) if pairs else np.zeros((0, 0), np.float32)
-    reply_vectors = np.stack([lookup[text_key(t)] for t in replies]) if pairs else prompt_vectors
+    vector_of = {t: known[k] if k in known else computed[k] for t, k in zip(texts, keys)}
+    prompt_vectors = np.stack([vector_of[t] for t in prompts]) if pairs else np.zeros((0, 0), np.float32)
+    reply_vectors = np.stack([vector_of[t] for t in replies]) if pairs else prompt_vectors
     summed = prompt_vectors + reply_vectors
     norms = np.linalg.norm(summed, axis=1, keepdims=True)
     pair_vectors = (summed / np.where(norms > 0, norms, 1.0)).astype(np.float32)

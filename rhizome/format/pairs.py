@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
 from rhizome.format.records import Pair
 from rhizome.ingest.records import Conversation, Message
 
@@ -206,6 +204,8 @@ def pair_from_chunk(chunk: dict[str, Any], system_prompt: str | None = None,
 
 def _lead(text: str) -> str:
     """The first ``LEAD_WORDS`` words of ``text``, less trailing stop words ("... the fat body of" -> "... body")."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # here: importing scikit-learn takes ~1 s
+
     words = text.split()[:LEAD_WORDS]
     while len(words) > 3 and words[-1].lower().strip(".,;:!?") in ENGLISH_STOP_WORDS:
         words.pop()
@@ -228,6 +228,8 @@ def key_phrase(text: str, max_words: int = 3) -> str | None:
     four times); ties go to the earlier one. Cheap, deterministic, good enough
     to name what an English passage is about.
     """
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     counts: Counter = Counter()
     first_seen: dict[str, int] = {}
     run: list[str] = []

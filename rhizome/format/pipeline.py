@@ -19,6 +19,7 @@ weights describe the pairs that are trained on.
 
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 from collections import Counter
@@ -152,13 +153,11 @@ def run(config: FormatConfig) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(config.workers)
-    models: list = []
 
+    @functools.cache
     def load_model():
-        if not models:
-            log.info("loading %s on %s", config.embedding_model, device.describe())
-            models.append(load_embedder(config.embedding_model, device=device.torch_device))
-        return models[0]
+        log.info("loading %s on %s", config.embedding_model, device.describe())
+        return load_embedder(config.embedding_model, device=device.torch_device)
 
     cache = EmbeddingCache(config.cache_dir, config.embedding_model)
     vectors = embed_pairs(pairs, known, cache, load_model, config.batch_size)
