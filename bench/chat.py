@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from index import clustered  # bench/index.py, beside this script
+
 from rhizome.chat.config import ChatConfig  # noqa: E402
 from rhizome.chat.retrieval import ChatMemory  # noqa: E402
 from rhizome.memory.index import build_index, describe  # noqa: E402
@@ -47,12 +49,6 @@ PROMPTS = [
 ]
 SPEECH_TEXT = ("The first spring inspection should be short. Check for eggs and a laying queen, look at the "
                "stores, and close the hive again before the brood gets cold.")
-
-
-def clustered(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    centres = rng.standard_normal((max(8, n // 200), dim)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)] + 1.2 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 class PrecomputedQueries(Memory):
@@ -87,9 +83,7 @@ def bench_retrieval(sizes: list[int], n_queries: int, count_tokens) -> None:
         build_s = time.perf_counter() - start
         memory = PrecomputedQueries(corpus, metadata, index, {"embedding_model": "synthetic"},
                                     queries={f"q{i}": q for i, q in enumerate(queries)})
-        chat_memory = ChatMemory(memory, None, k=config.k, min_score=config.min_score,
-                                 context_tokens=config.context_tokens, diversity=config.diversity,
-                                 count_tokens=count_tokens)
+        chat_memory = ChatMemory(memory, None, count_tokens=count_tokens, **ChatMemory.settings(config))
         for i in range(min(10, n_queries)):  # warm-up: first searches touch cold pages
             chat_memory.retrieve(f"q{i}")
         times, hits = [], 0

@@ -120,15 +120,16 @@ def read_jsonl(path: Path) -> list[dict]:
 def check_same_split(folders: dict[str, Path]) -> dict:
     """The weighting methods must see the same pairs in every split; returns how their weights differ."""
     reference = None
+    weights = {}
     for method, folder in folders.items():
-        ids = {s: [r["id"] for r in read_jsonl(folder / f"dataset_{s}.jsonl")] for s in ("train", "validation", "test")}
+        rows = {s: read_jsonl(folder / f"dataset_{s}.jsonl") for s in ("train", "validation", "test")}
+        ids = {s: [r["id"] for r in split] for s, split in rows.items()}
         if reference is None:
             reference = ids
         elif ids != reference:
             raise SystemExit(f"error: the {method} data set's split differs from the others; the comparison "
                              "needs one split")
-    weights = {m: np.array([r["theme_weight"] for r in read_jsonl(f / "dataset_train.jsonl")])
-               for m, f in folders.items()}
+        weights[method] = np.array([r["theme_weight"] for r in rows["train"]])
     tfidf, ipf = weights["tfidf"], weights["ipf"]
     return {"max_abs_weight_difference": float(np.abs(tfidf - ipf).max()),
             "weight_correlation": float(np.corrcoef(tfidf, ipf)[0, 1]) if tfidf.std() and ipf.std() else 1.0}

@@ -40,15 +40,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from index import clustered  # bench/index.py, beside this script
+
 from rhizome.format.dedup import EXACT_MAX_DEFAULT, near_duplicate_labels
 
 DIM = 384
-
-
-def clustered(n: int, rng: np.random.Generator) -> np.ndarray:
-    centres = rng.standard_normal((max(8, n // 200), DIM)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)] + 1.2 * rng.standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def at_cosine(base: np.ndarray, cosines: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +57,7 @@ def at_cosine(base: np.ndarray, cosines: np.ndarray, rng: np.random.Generator) -
 
 def corpus(n: int, rng: np.random.Generator) -> tuple[np.ndarray, set[tuple[int, ...]], list[tuple[int, int]]]:
     """Vectors, the planted groups, and the planted near-miss pairs (which must stay apart)."""
-    x = clustered(n, rng)
+    x = clustered(n, DIM, rng)
     order = rng.permutation(n)
     originals, near_miss_base = order[: n // 50], order[n // 50: n // 50 + n // 100]
     free = iter(order[n // 50 + n // 100:])

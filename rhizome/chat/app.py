@@ -18,7 +18,7 @@ import numpy as np
 
 from rhizome.chat.retrieval import plain_text
 from rhizome.chat.session import ChatSession, format_sources
-from rhizome.chat.tts import SENTENCE_PAUSE_S
+from rhizome.chat.tts import join_with_pauses
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -75,8 +75,7 @@ class SpokenReply:
         if not clips:
             return None
         rate = clips[0][0]
-        pause = np.zeros(int(SENTENCE_PAUSE_S * rate), dtype=np.int16)
-        return rate, np.concatenate([part for _, samples in clips for part in (samples, pause)][:-1])
+        return rate, join_with_pauses([samples for _, samples in clips], rate)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -7,6 +7,7 @@ recognisers; synthesised float audio becomes the int16 Gradio plays.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from math import gcd
@@ -23,6 +24,14 @@ AudioInput = str | os.PathLike | tuple[int, np.ndarray]
 
 class SpeechUnavailable(RuntimeError):
     """A speech engine or its model is missing; the message says what and the command that fixes it."""
+
+
+def package_folder(module: str) -> Path | None:
+    """Where an installed package's files are (a shipped model's), found without importing it; None if absent."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def to_mono_float32(samples: np.ndarray) -> np.ndarray:

@@ -46,9 +46,7 @@ def search(config: ChatConfig, query: str | None) -> int:
         return 2
     memory = Memory.load(config.memory_dir)
     count_tokens, counted_with = _chat_tokenizer_counter(config)
-    chat_memory = ChatMemory(memory, config.memory_dir, k=config.k, min_score=config.min_score,
-                             context_tokens=config.context_tokens, diversity=config.diversity,
-                             count_tokens=count_tokens)
+    chat_memory = ChatMemory(memory, config.memory_dir, count_tokens=count_tokens, **ChatMemory.settings(config))
     hits = chat_memory.retrieve(query)
     print(f"Memory: {len(memory):,} items. {len(hits)} used for {query!r} (k={config.k}, min score "
           f"{config.min_score:.2f}, diversity {config.diversity:.2f}, budget {config.context_tokens} tokens "

