@@ -40,7 +40,7 @@ def make_tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(make_tiny_model) -> str:
+def tiny_chat_model_dir(make_tiny_model) -> str:
     return make_tiny_model()
 
 

@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_model_dir) -> ChatModel:
-    return ChatModel.load(tiny_model_dir, None, device="cpu")
+def tiny_model(tiny_chat_model_dir) -> ChatModel:
+    return ChatModel.load(tiny_chat_model_dir, None, device="cpu")
 
 
 @pytest.fixture

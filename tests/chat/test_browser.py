@@ -61,13 +61,13 @@ class Served(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir, small_memory_dir):
+def served(tiny_chat_model_dir, small_memory_dir):
     """The real page on a free localhost port: tiny random model, a small memory, the shipped Whisper."""
     _require_browser()
     from rhizome.chat.stt import load_stt
 
     chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
-    model = ChatModel.load(tiny_model_dir, None, device="cpu")
+    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
     session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
     page = ChatPage(session, stt=load_stt("whisper"), notices=["**Spoken replies are off**: not needed here."])
     app = build_app(page, temperature=1.0, max_new_tokens=96)

@@ -17,8 +17,8 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 @pytest.fixture(scope="module")
-def chat_model(tiny_model_dir):
-    return ChatModel.load(tiny_model_dir, None, device="cpu")
+def chat_model(tiny_chat_model_dir):
+    return ChatModel.load(tiny_chat_model_dir, None, device="cpu")
 
 
 def greedy_reference(model: ChatModel, max_new_tokens: int) -> torch.Tensor:
@@ -78,19 +78,19 @@ def test_sampling_follows_the_temperature(chat_model):
     assert hot and hot != greedy
 
 
-def test_lora_adapter_is_merged_and_gives_the_peft_models_outputs(tiny_model_dir, tmp_path):
+def test_lora_adapter_is_merged_and_gives_the_peft_models_outputs(tiny_chat_model_dir, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(2)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(tmp_path / "final")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir), lora).save_pretrained(tmp_path / "final")
 
-    merged = ChatModel.load(tiny_model_dir, str(tmp_path / "final"), device="cpu")
+    merged = ChatModel.load(tiny_chat_model_dir, str(tmp_path / "final"), device="cpu")
     assert "merged" in merged.description
     assert not any("lora" in name for name, _ in merged.model.named_modules())
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "final").eval()
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir), tmp_path / "final").eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir).eval()
     ids = merged.prompt_ids(MESSAGES)
     with torch.no_grad():
         got, want, plain = (m(ids).logits for m in (merged.model, reference, base))
@@ -98,21 +98,21 @@ def test_lora_adapter_is_merged_and_gives_the_peft_models_outputs(tiny_model_dir
     assert not torch.allclose(got, plain, atol=1e-3)  # the adapter really changed the model
 
 
-def test_adapter_for_another_model_is_a_clear_error(tiny_model_dir, tmp_path):
+def test_adapter_for_another_model_is_a_clear_error(tiny_chat_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config = AutoConfig.from_pretrained(tiny_chat_model_dir)
     config.update({"hidden_size": 48, "head_dim": 12})
     other = get_peft_model(AutoModelForCausalLM.from_config(config), LoraConfig(r=2, target_modules=["q_proj"]))
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(ModelNotFoundError, match="trained on this base model"):
-        ChatModel.load(tiny_model_dir, str(tmp_path / "other"), device="cpu")
+        ChatModel.load(tiny_chat_model_dir, str(tmp_path / "other"), device="cpu")
 
 
-def test_tokenizer_without_chat_template_gets_plain_role_prompts(tiny_model_dir, tmp_path):
+def test_tokenizer_without_chat_template_gets_plain_role_prompts(tiny_chat_model_dir, tmp_path):
     folder = tmp_path / "no-template"
-    shutil.copytree(tiny_model_dir, folder)
+    shutil.copytree(tiny_chat_model_dir, folder)
     for name in ("chat_template.jinja", "chat_template.json"):
         (folder / name).unlink(missing_ok=True)
     config_file = folder / "tokenizer_config.json"

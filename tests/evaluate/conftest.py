@@ -2,16 +2,9 @@
 hand-written train / test splits whose theme counts make the rare / common groups easy to predict."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
-
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 16}
 
 # Training pairs per theme: bees 3, honey 3, spoke 2, wheel 1; reishi only appears in the test split.
 TRAIN_THEMES = [["bees", "honey"], ["bees", "honey", "spoke"], ["bees", "honey"], ["spoke"], ["wheel"]]
@@ -50,25 +43,7 @@ def eval_data(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_base_dir(tmp_path_factory) -> Path:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from rhizome.train.config import DEFAULT_MODEL
-    from rhizome.train.model import resolve_model
-
-    smol = resolve_model(DEFAULT_MODEL)
-    config = AutoConfig.from_pretrained(smol)
-    config.update(TINY)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-base")
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(smol).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def adapter_run(tiny_base_dir, tmp_path_factory) -> Path:
+def adapter_run(tiny_model_dir, tmp_path_factory) -> Path:
     """A run folder as train_script.py leaves it: final/ (random, non-zero LoRA), training_config.json and
     theme_tracker_state.json."""
     import torch
@@ -79,10 +54,10 @@ def adapter_run(tiny_base_dir, tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("runs") / "tiny-finetuned"
     torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_base_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(run / "final")
-    (run / "training_config.json").write_text(json.dumps({"model": str(tiny_base_dir)}), encoding="utf-8")
+    (run / "training_config.json").write_text(json.dumps({"model": str(tiny_model_dir)}), encoding="utf-8")
     tracker = ThemeTracker(TRAIN_THEMES)
     tracker.observe(TRAIN_THEMES[:3])
     (run / "theme_tracker_state.json").write_text(json.dumps(tracker.state_dict()), encoding="utf-8")

@@ -26,16 +26,16 @@ def _direct(rows, indices):
 
 
 @pytest.fixture(scope="module")
-def models_and_data(tiny_base_dir, adapter_run, eval_data):
+def models_and_data(tiny_model_dir, adapter_run, eval_data):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rhizome.train.data import load_pairs, tokenize_pairs
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data = tokenize_pairs(load_pairs(eval_data[1]), tokenizer, 512)
-    base = AutoModelForCausalLM.from_pretrained(tiny_base_dir).eval()
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base_dir), adapter_run / "final")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_run / "final")
     return {"base": base, "tiny-finetuned": tuned.eval()}, data
 
 

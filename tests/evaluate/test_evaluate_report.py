@@ -27,12 +27,12 @@ def test_trained_on_comes_from_the_theme_tracker(evaluation):
     assert trained["entropy"] > 0
 
 
-def test_adapter_folders_resolve_to_unique_names(adapter_run, tiny_base_dir):
+def test_adapter_folders_resolve_to_unique_names(adapter_run, tiny_model_dir):
     assert locate(str(adapter_run)) == (adapter_run / "final", adapter_run)
     assert locate(str(adapter_run / "final")) == (adapter_run / "final", adapter_run)
     names = [a.name for a in resolve_adapters([str(adapter_run), str(adapter_run / "final")])]
     assert names == ["tiny-finetuned", "tiny-finetuned-2"]
-    assert resolve_adapters([str(adapter_run / "final")])[0].base_model == str(tiny_base_dir)  # training_config.json
+    assert resolve_adapters([str(adapter_run / "final")])[0].base_model == str(tiny_model_dir)  # training_config.json
 
 
 def test_a_run_without_final_points_at_its_checkpoint(tmp_path):
