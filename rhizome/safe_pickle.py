@@ -1,91 +1,177 @@
-"""Loading ``.pkl`` files without letting them run code.
+"""Loading ``.pkl`` files without letting them run code or corrupt memory.
 
 The original tool stores metadata and theme statistics as pickles
 (``memory_metadata.pkl``, ``semantic_memory.pkl``). A pickle can name any
 importable callable and have it called on load, so a file that came from
-somewhere else could run arbitrary code. We load pickles only through an
-allow-list of plain data types; anything else is refused with an error that
-names the file and the offending global.
+somewhere else could run arbitrary code. These files hold plain Python data, so
+we load them through an allow-list of plain types only:
+
+- No numpy global at all: numpy's ``dtype`` and ``ndarray`` accept a state that
+  turns raw bytes into object pointers, which a crafted file uses to crash the
+  reader (or worse). RhizomeML writes no numpy objects into these files.
+- The allowed constructors are called through :class:`_Constructor`, which
+  refuses what no real writer produces (the repr of a container as a string,
+  ``bytes(n)``) and caps how much the file may expand through copies, so a small
+  file cannot make a copy of a large list over and over until memory runs out.
+
+Every failure, refused or damaged, is one :class:`UnsafePickleError` naming the
+file and what to do about it.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
+import builtins
+import collections
+import datetime
 import io
 import os
 import pickle
 from pathlib import Path
 from typing import Any
 
-ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("builtins", name)
-        for name in (
-            "dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
-            "int", "float", "complex", "bool", "slice", "range",
-        )
-    }
-    | {
-        ("collections", "OrderedDict"),
-        ("collections", "Counter"),
-        ("collections", "defaultdict"),
-        ("collections", "deque"),
-        ("datetime", "datetime"),
-        ("datetime", "date"),
-        ("datetime", "time"),
-        ("datetime", "timedelta"),
-        ("datetime", "timezone"),
-        # numpy arrays and scalars: reconstructed from raw buffers, no code paths of their own.
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.dtypes", "Float32DType"),
-        ("numpy.dtypes", "Float64DType"),
-        ("numpy.dtypes", "Int64DType"),
-        ("numpy.dtypes", "Int32DType"),
-        ("numpy.dtypes", "BoolDType"),
-    }
-)
+_PLAIN_SCALARS = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_SIZED = (str, bytes, bytearray, list, tuple, dict, set, frozenset, collections.deque)
 
 
 class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for something outside the allow-list of plain data types."""
+    """A ``.pkl`` file was not loaded: it asks for something outside the allow-list, or it is damaged.
+
+    The message names the file, what was wrong and what to do."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: str):
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as protocols 0-2 use it to write bytes (a datetime's state), and nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"_codecs.encode of a {type(text).__name__} to {encoding!r}")
+    return text.encode("latin-1")
+
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1_encode,
+    **{("builtins", name): getattr(builtins, name)
+       for name in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
+                    "int", "float", "complex", "bool")},
+    **{("collections", name): getattr(collections, name)
+       for name in ("OrderedDict", "Counter", "defaultdict", "deque")},
+    **{("datetime", name): getattr(datetime, name)
+       for name in ("datetime", "date", "time", "timedelta", "timezone")},
+}
+
+DEFAULT_REMEDY = ("Regenerate it by rerunning the stage that wrote it, or delete it if you do not know where "
+                  "it came from.")
+
+
+class _Budget:
+    """Elements the file may still create by copying; a genuine file copies each element at most once."""
+
+    def __init__(self, limit: int):
+        self.left = limit
+
+    def charge(self, amount: int, source: str) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise UnsafePickleError(f"{source}: refused: it expands far beyond its own size when loaded "
+                                    "(a crafted file can fill the memory this way)")
+
+
+class _Constructor:
+    """An allow-listed type as the unpickler calls it: copies are charged to the budget."""
+
+    # Read-only: a BUILD opcode can set the attributes of anything on the unpickler's stack, this included.
+    __slots__ = ("target", "_budget", "_source")
+
+    def __init__(self, target: type, budget: _Budget, source: str):
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "_budget", budget)
+        object.__setattr__(self, "_source", source)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{name} is read-only")
+
+    def __call__(self, *args):
+        args = tuple(arg.target if isinstance(arg, _Constructor) else arg for arg in args)  # defaultdict(list)
+        scalar_type = self.target in _PLAIN_SCALARS
+        for arg in args:
+            if scalar_type and not isinstance(arg, _PLAIN_SCALARS):
+                raise UnsafePickleError(f"{self._source}: refused: {self.target.__name__}() of a "
+                                        f"{type(arg).__name__} (a plain data file never holds one)")
+            if self.target in (bytes, bytearray) and isinstance(arg, int):
+                raise UnsafePickleError(f"{self._source}: refused: {self.target.__name__}({arg}) (a plain data "
+                                        "file never holds one)")
+            self._budget.charge(len(arg) if isinstance(arg, _SIZED) else 1, self._source)
+        return self.target(*args)
+
+
+MAX_TUPLE_DEPTH = 100
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler (about 3x slower than the C one), because it lets us measure tuples as they
+    are built: hashing a tuple nested a million deep (a dict key, a set member) overflows the C stack."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, source: str, size: int):
         super().__init__(file)
         self._source = source
+        self._budget = _Budget(size + 4096)
+        self._tuple_depth: dict[int, tuple[int, tuple]] = {}  # id -> (depth, the tuple, kept so ids stay unique)
 
     def find_class(self, module: str, name: str):
-        if (module, name) in ALLOWED_GLOBALS:
-            return super().find_class(module, name)
+        if self.proto < 3 and self.fix_imports:  # Python 2 names, as older protocols write them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        target = ALLOWED_GLOBALS.get((module, name))
+        if target is not None:
+            return _Constructor(target, self._budget, self._source)
         raise UnsafePickleError(
             f"{self._source}: refusing to load '{module}.{name}'. RhizomeML only loads pickles of "
-            "plain data (dicts, lists, strings, numbers, numpy arrays); this file asks for other code "
-            "and may have been crafted to run it. Regenerate it with RhizomeML, or delete it if you "
-            "do not know where it came from."
+            "plain data (dicts, lists, strings, numbers, dates); this file asks for other code "
+            "and may have been crafted to run it"
         )
 
+    def _measure_top(self) -> None:
+        top = self.stack[-1]
+        if type(top) is not tuple:
+            return
+        depth = 1 + max((self._tuple_depth.get(id(item), (1,))[0] for item in top if type(item) is tuple),
+                        default=0)
+        if depth > MAX_TUPLE_DEPTH:
+            raise UnsafePickleError(f"{self._source}: refused: tuples nested more than {MAX_TUPLE_DEPTH} deep "
+                                    "(a plain data file has a few levels)")
+        self._tuple_depth[id(top)] = (depth, top)
 
-def loads(data: bytes, source: str = "<bytes>") -> Any:
-    return _RestrictedUnpickler(io.BytesIO(data), source).load()
+
+def _measured(load):
+    def load_and_measure(unpickler: _RestrictedUnpickler) -> None:
+        load(unpickler)
+        unpickler._measure_top()
+    return load_and_measure
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Load a pickle of plain data from ``path``; raise :class:`UnsafePickleError` on anything else."""
+for _opcode in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.REDUCE):
+    _RestrictedUnpickler.dispatch[_opcode[0]] = _measured(pickle._Unpickler.dispatch[_opcode[0]])
+
+
+def _load(handle, source: str, size: int, remedy: str) -> Any:
+    try:
+        return _RestrictedUnpickler(handle, source, size).load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{exc}. {remedy}") from None
+    # Whatever an untrusted file makes the unpickler raise (EOFError, MemoryError from a giant length,
+    # RecursionError, TypeError from a bad reduce...), the file is unusable: say so, with the remedy.
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UnsafePickleError(f"{source}: damaged or not a RhizomeML file, refused ({detail}). {remedy}") from exc
+
+
+def loads(data: bytes, source: str = "<bytes>", remedy: str = DEFAULT_REMEDY) -> Any:
+    return _load(io.BytesIO(data), source, len(data), remedy)
+
+
+def load(path: str | os.PathLike, remedy: str = DEFAULT_REMEDY) -> Any:
+    """Plain data from the pickle at ``path``; :class:`UnsafePickleError` (with ``remedy``) for anything else."""
     path = Path(path)
     with open(path, "rb") as handle:
-        try:
-            return _RestrictedUnpickler(handle, str(path)).load()
-        except UnsafePickleError:
-            raise
-        except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-            raise pickle.UnpicklingError(
-                f"{path}: not a readable pickle ({exc}). The file is damaged or truncated; "
-                "rebuild it by rerunning the stage that wrote it."
-            ) from exc
+        return _load(handle, str(path), os.fstat(handle.fileno()).st_size, remedy)

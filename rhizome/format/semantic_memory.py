@@ -22,7 +22,6 @@ atomically with :func:`rhizome.atomic.write_pickle`.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,12 +49,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+_REMEDY = ("This file holds the theme history of --semantic-mode adaptive. Delete it to start the history "
+           "fresh (the next adaptive run recreates it), or run with --semantic-mode normal to ignore it.")
+
+
 def _unusable(path: Path, why: str) -> SemanticMemoryError:
-    return SemanticMemoryError(
-        f"{path}: {why}. This file holds the theme history of --semantic-mode adaptive. Delete it to "
-        "start the history fresh (the next adaptive run recreates it), or run with --semantic-mode normal "
-        "to ignore it."
-    )
+    return SemanticMemoryError(f"{path}: {why}. {_REMEDY}")
 
 
 @dataclass
@@ -77,10 +76,8 @@ class SemanticMemory:
             log.info("no %s yet: adaptive theme history starts fresh", path)
             return cls(decay=decay)
         try:
-            data = safe_pickle.load(path)
-        except safe_pickle.UnsafePickleError:
-            raise
-        except (pickle.UnpicklingError, OSError) as exc:
+            data = safe_pickle.load(path, remedy=_REMEDY)  # refused or damaged: an UnsafePickleError saying so
+        except OSError as exc:
             raise _unusable(path, f"cannot be read ({exc})") from exc
         memory = cls._from_dict(data, path)
         memory.decay = decay
@@ -99,7 +96,7 @@ class SemanticMemory:
                 created=str(data["created"]), updated=str(data["updated"]),
                 run_timestamps=[str(t) for t in data["run_timestamps"]],
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _unusable(path, f"is damaged (bad or missing field: {exc})") from exc
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from rhizome import safe_pickle
 from rhizome.format.records import Pair
 from rhizome.format.semantic_memory import SemanticMemory, SemanticMemoryError
 from rhizome.format.themes import assign_theme_weights, source_counts, theme_counts
+from tests.test_safe_pickle import PointerArray, run_python
 
 
 def themed_pairs(spec, prefix):
@@ -86,7 +87,32 @@ def test_damaged_semantic_memory_names_file_and_says_delete_it(tmp_path):
     memory.record_run({"a": 1}, {"pdf": 1}, 1)
     memory.save(path)
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(SemanticMemoryError, match="semantic_memory.pkl.*Delete it to start the history fresh"):
+    with pytest.raises(safe_pickle.UnsafePickleError, match="semantic_memory.pkl.*Delete it to start the history fresh"):
+        SemanticMemory.load(path)
+
+
+def test_semantic_memory_with_a_numpy_pointer_array_is_refused_not_read(tmp_path):
+    path = tmp_path / "semantic_memory.pkl"
+    memory = SemanticMemory()
+    memory.record_run({"a": 1}, {"pdf": 1}, 1)
+    path.write_bytes(pickle.dumps({**memory.to_dict(), "created": PointerArray()}, protocol=5))
+    done = run_python(
+        "from rhizome import safe_pickle\nfrom rhizome.format.semantic_memory import SemanticMemory\n"
+        f"try:\n    print(SemanticMemory.load({str(path)!r}).created)\n"
+        "except safe_pickle.UnsafePickleError as exc:\n    print('refused:', exc)\n"
+    )
+    assert done.returncode == 0, f"child ended with {done.returncode}: {done.stderr[-500:]}"
+    assert "refused:" in done.stdout and "Delete it to start the history fresh" in done.stdout
+
+
+def test_semantic_memory_with_an_impossible_count_is_a_named_error(tmp_path):
+    path = tmp_path / "semantic_memory.pkl"
+    memory = SemanticMemory()
+    memory.record_run({"a": 1}, {"pdf": 1}, 1)
+    data = memory.to_dict()
+    data["theme_counts"] = {"a": 10**400}  # no float holds it
+    path.write_bytes(pickle.dumps(data))
+    with pytest.raises(SemanticMemoryError, match="semantic_memory.pkl: is damaged"):
         SemanticMemory.load(path)
 
 
