@@ -40,6 +40,7 @@ from rhizome.ingest import IngestReport, iter_conversations
 from rhizome.inputs import INPUTS_HELP, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, load_embedder
+from rhizome.redact import PII_KINDS, REDACT_HELP, REDACT_PII_HELP, Redaction
 
 log = get_logger(__name__)
 
@@ -85,7 +86,8 @@ class FormatConfig:
     train_ratio: float = option(0.8, "share of pairs for training")
     validation_ratio: float = option(0.1, "share of pairs for validation")
     test_ratio: float = option(0.1, "share of pairs for testing")
-    redact: bool = option(True, "redact API keys, tokens, private keys and passwords (--no-redact: keep them)")
+    redact: bool = option(True, REDACT_HELP)
+    redact_pii: bool = option(False, REDACT_PII_HELP)
     seed: int = option(split.DEFAULT_SEED, "seed of the split")
     workers: int = option(0, "CPU threads for embedding; 0 = one per physical core")
     batch_size: int = option(32, "texts per embedding batch")
@@ -128,10 +130,11 @@ def run(config: FormatConfig) -> dict[str, Any]:
 
     # clean
     clean_stats = cleaning.CleanStats()
+    redaction = Redaction(config.redact, config.redact_pii)
     with steps.step("clean", len(conversations) + len(chunks)) as step:
-        conversations = [c for c in (cleaning.clean_conversation(c, clean_stats, config.redact)
+        conversations = [c for c in (cleaning.clean_conversation(c, clean_stats, redaction)
                                      for c in progress(conversations, desc="clean", unit="conv")) if c]
-        chunks = [c for c in (cleaning.clean_chunk(c, clean_stats, config.redact) for c in chunks) if c]
+        chunks = [c for c in (cleaning.clean_chunk(c, clean_stats, redaction) for c in chunks) if c]
         step.done(len(conversations) + len(chunks), redacted=sum(clean_stats.redacted.values()),
                   dropped=sum(clean_stats.dropped.values()))
     _nonempty(conversations + chunks, "clean", "Every turn was empty or junk.")
@@ -281,7 +284,8 @@ def _metadata(config, splits, steps, report, clean_stats, pair_stats, dedup_stat
                    "skipped_messages": report.skipped_messages, "left_out": dict(sorted(report.filtered.items())),
                    "errors": [{"file": f, "reason": r} for f, r in report.errors]},
         "clean": clean_stats.as_dict(),
-        "secrets_redacted": dict(sorted(clean_stats.redacted.items())),
+        "secrets_redacted": {k: n for k, n in sorted(clean_stats.redacted.items()) if k not in PII_KINDS},
+        "personal_data_redacted": {k: n for k, n in sorted(clean_stats.redacted.items()) if k in PII_KINDS},
         "pairs": pair_stats.as_dict(),
         "embeddings": {"model": config.embedding_model, "texts_from_memory": vectors.from_memory,
                        "texts_embedded_or_cached": vectors.embedded, "device": device_kind},
