@@ -8,6 +8,10 @@ what each adapter was trained on. Writes eval_report.json, eval_report.md and pl
     python evaluate.py                                    # SmolLM2-135M-Instruct-finetuned/ vs its base model
     python evaluate.py runs/weighted runs/standard        # several adapters (run folders or final/, best/, checkpoint-N/)
     python evaluate.py my-run/checkpoint-300 --max-samples 50 -o /tmp/quick-eval
+    python evaluate.py --qa                               # also: does the chat answer from your own data?
+
+With --qa the chat (its own retrieval and prompt) is also asked questions with known answers, made from the
+held-out PDF chunks and replies: base and adapters, each with and without memories.
 """
 
 import sys

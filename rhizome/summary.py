@@ -1,6 +1,6 @@
 """What a pipeline run made and where, read back from the files each stage wrote.
 
-    python -m rhizome.summary                     # after make demo: files, counts, base vs adapter perplexity
+    python -m rhizome.summary                     # after make demo: files, counts, base vs adapter perplexity, QA
     python -m rhizome.summary --run-dir my-run --seconds 612
 """
 
@@ -88,6 +88,13 @@ def main(argv=None) -> int:
     line = perplexity_line(report) if report else None
     if line:
         print(f"\n{line}")
+    if report and "qa" in report:
+        # Imported here: rhizome.evaluate loads torch, which a summary without a QA report does not need.
+        from rhizome.evaluate.qa_report import headline
+
+        qa_line = headline(report["qa"])
+        if qa_line:
+            print(qa_line)
     if args.seconds is not None:
         print(f"\nFinished in {args.seconds / 60:.1f} min.")
     print("\nTalk to it: .venv/bin/python gradio_chat_tts.py   (then open http://127.0.0.1:7860)")

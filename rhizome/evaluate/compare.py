@@ -3,7 +3,7 @@
 The base model is loaded once; each adapter is attached to it with ``PeftModel.from_pretrained``,
 scored, and removed again with ``unload()``, so comparing N adapters costs one base load. The base is
 evaluated in fp32 (also for adapters trained with NF4 QLoRA): the comparison is between weights, not
-between numeric formats.
+between numeric formats. With ``qa``, the chat is then asked questions with known answers (``qa_run.py``).
 """
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ def run(config: EvalConfig) -> dict:
         rare=rare, train_counts=train_counts, trained_on={a.name: trained_on(a) for a in adapters},
         pair_ids=data.ids, data_stats=data.stats, device=device.describe(), timings=timings,
     )
+    if config.qa:
+        from rhizome.evaluate.qa_run import run_qa
+
+        report["qa"] = run_qa(config, base_name, adapters)
     report["seconds"] = time.perf_counter() - started
     write_report(report, output_dir, plots=config.plots, plot_themes=config.plot_themes)
     save_config(config, output_dir / CONFIG_FILE)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from rhizome.config import option
 
 DEFAULT_RARE_MAX_PAIRS = 2
+DEFAULT_QA_QUESTIONS = 40
 
 
 @dataclass
@@ -36,4 +37,16 @@ class EvalConfig:
     plots: bool = option(True, "write per_theme_perplexity.png and rare_vs_common.png")
     force_cpu: bool = option(False, "evaluate on the CPU even when a GPU is available")
     threads: int = option(0, "CPU threads (0 = physical cores)")
+    qa: bool = option(False, "also ask the chat questions with known answers from the test split's PDF chunks and "
+                             "replies, with and without memories (see rhizome/evaluate/qa_run.py)")
+    qa_validation_file: str = option("data_finetune/dataset_validation.jsonl",
+                                     "QA questions also come from this held-out split (never trained on); "
+                                     "empty = from the test split only")
+    pdf_texts: str = option("pdf_texts.json", "PDF chunks the QA questions are made from (from pdf_to_json.py)")
+    memory_dir: str = option(".", "the chat's memory for the QA questions (from batch_embedder.py)")
+    qa_max_questions: int = option(DEFAULT_QA_QUESTIONS, "QA questions asked, half from PDFs, half from "
+                                                          "conversations where there are enough (0 = all)")
+    qa_max_new_tokens: int = option(32, "longest QA answer, in tokens")
+    qa_extra_models: list[str] = option(default_factory=list, help="more base models to ask, with and without "
+                                                                   "memories (e.g. a larger one you have locally)")
     verbose: bool = option(False, "debug logging")

@@ -1,4 +1,5 @@
-"""per_theme_perplexity.png and rare_vs_common.png from an evaluation report, with matplotlib's Agg backend."""
+"""per_theme_perplexity.png, rare_vs_common.png (and qa_accuracy.png with --qa) from an evaluation report, with
+matplotlib's Agg backend."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rhizome.evaluate.report import featured_themes
 
 PER_THEME_PNG = "per_theme_perplexity.png"
 RARE_VS_COMMON_PNG = "rare_vs_common.png"
+QA_PNG = "qa_accuracy.png"
 
 
 def _pyplot():
@@ -81,4 +83,41 @@ def plot_report(report: dict, folder: Path, themes_per_panel: int = 12) -> list[
     for ax in axes:
         ax.legend(fontsize=8)
     written.append(_save(plt, fig, folder / RARE_VS_COMMON_PNG))
+    if "qa" in report:
+        written.append(plot_qa(plt, report["qa"], folder / QA_PNG))
     return written
+
+
+def plot_qa(plt, qa: dict, path: Path) -> Path:
+    """Exact match per condition with its 95% interval (all, PDF, conversation questions), retrieval recall beside."""
+    kinds = ("all", "pdf", "conversation")
+    summary = qa["summary"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1]})
+    labels = list(qa["conditions"])
+    width = 0.8 / len(labels)
+    x = np.arange(len(kinds))
+    for j, label in enumerate(labels):
+        stats = [summary[kind]["conditions"][label]["exact_match"] for kind in kinds]
+        means = np.array([np.nan if s["mean"] is None else 100 * s["mean"] for s in stats])
+        low = np.array([np.nan if s["low"] is None else 100 * s["low"] for s in stats])
+        high = np.array([np.nan if s["high"] is None else 100 * s["high"] for s in stats])
+        left.bar(x + (j - (len(labels) - 1) / 2) * width, means, width, yerr=[means - low, high - means],
+                 capsize=3, label=label, color=f"C{j}")
+    left.set_xticks(x)
+    left.set_xticklabels([f"{kind} ({summary[kind]['questions']} q)" for kind in kinds])
+    left.set_ylabel("exact match (%)")
+    left.set_title("Answers containing the gold span, 95% bootstrap interval")
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    recall = [summary[kind]["recall_at_k"] for kind in kinds]
+    means = np.array([np.nan if r["mean"] is None else 100 * r["mean"] for r in recall])
+    low = np.array([np.nan if r["low"] is None else 100 * r["low"] for r in recall])
+    high = np.array([np.nan if r["high"] is None else 100 * r["high"] for r in recall])
+    right.bar(x, means, 0.6, yerr=[means - low, high - means], capsize=3, color="C7")
+    right.set_xticks(x)
+    right.set_xticklabels(kinds)
+    right.set_ylim(0, 105)
+    right.set_ylabel(f"recall@{qa['settings']['k']} (%)")
+    right.set_title("Gold sentence retrieved")
+    right.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, path)

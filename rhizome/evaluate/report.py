@@ -12,7 +12,7 @@
          "per_theme": {theme: {same}}, "trained_on": {"coverage", "entropy", "themes_seen", "themes_total",
          "source"} | None, "adapter": folder | None, "seconds": float,
          "per_pair": {"loss_sum" (nats), "correct", "tokens": [one value per pair_ids entry]}}},
-     "seconds": float}
+     "seconds": float, "qa": {...} (with --qa, see ``qa_report.py``)}
 
 Loss is mean cross-entropy in nats per assistant token; rates are None where a group has no tokens.
 ``per_pair`` keeps each test pair's sums, so paired statistics (a bootstrap over pairs) need no rerun.
@@ -116,7 +116,12 @@ def to_markdown(report: dict) -> str:
         per = [models[n]["per_theme"][theme] for n in names]
         lines.append(f"| {theme}{' (rare)' if theme in rarest else ''} | {report['theme_train_pairs'][theme]} | "
                      f"{per[0]['pairs']} | " + " | ".join(_num(p["perplexity"], ".2f") for p in per) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if "qa" in report:
+        from rhizome.evaluate.qa_report import to_markdown as qa_markdown
+
+        text += "\n" + qa_markdown(report["qa"])
+    return text
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -126,6 +131,10 @@ def summary_lines(report: dict) -> list[str]:
             m = model[group]
             lines.append(f"{name:<32} {group:<8} {m['pairs']:>6} {_num(m['perplexity'], '.2f'):>11} "
                          f"{_pct(m['token_accuracy']):>10}")
+    if "qa" in report:
+        from rhizome.evaluate.qa_report import summary_lines as qa_lines
+
+        lines += ["", *qa_lines(report["qa"])]
     return lines
 
 
