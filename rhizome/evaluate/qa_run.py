@@ -1,7 +1,8 @@
 """Ask the QA questions through the chat itself, under each condition, and score the answers.
 
-Every answer comes from :meth:`rhizome.chat.session.ChatSession.respond`, the code path of the chat page and the
-terminal chat: the chat's own retrieval (MMR, score floor, token budget), prompt assembly (system prompt, memory
+Every answer comes from :meth:`rhizome.chat.session.ChatSession.respond` on a session made by
+``ChatSession.from_config``, the code path of the chat page and the terminal chat: the chat's own model loading
+(engine, adapter merge), retrieval (MMR, score floor, token budget), prompt assembly (system prompt, memory
 block, chat template) and generation, with the chat's settings except that decoding is greedy
 (``temperature`` 0), replies are capped at ``qa_max_new_tokens`` and nothing is remembered. "Without memories"
 is the same session with retrieval switched off (``k`` = 0, as ``--k 0`` on the page).
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from rhizome.chat.config import ChatConfig
-from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
 from rhizome.chat.session import ChatSession
 from rhizome.evaluate.adapters import EvalInputError
@@ -36,10 +36,21 @@ BOOTSTRAP_ROUNDS = 2000
 METRICS = ("exact_match", "token_f1", "faithfulness")
 
 
-def chat_config(config, base_model: str) -> ChatConfig:
+def chat_config(config, base_model: str, adapter: str | None = None) -> ChatConfig:
     """The chat's settings for the evaluation: its defaults, greedy, short replies, nothing remembered."""
-    return ChatConfig(base_model=base_model, memory_dir=config.memory_dir, temperature=0.0,
-                      max_new_tokens=config.qa_max_new_tokens, remember=False, force_cpu=config.force_cpu)
+    return ChatConfig(base_model=base_model, adapter=adapter or "none", memory_dir=config.memory_dir,
+                      temperature=0.0, max_new_tokens=config.qa_max_new_tokens, remember=False,
+                      force_cpu=config.force_cpu)
+
+
+def chat_sessions(config, base_model: str, adapter: str | None) -> tuple[ChatSession, ChatSession]:
+    """(without memories, with memories): the chat's session built as the page builds it, and the same model
+    with retrieval off (``k`` = 0)."""
+    with_memories = ChatSession.from_config(chat_config(config, base_model, adapter))
+    memory = with_memories.memory
+    off = ChatMemory(memory.memory, None, count_tokens=memory.count_tokens,
+                     **{**ChatMemory.settings(with_memories.config), "k": 0}, status="no memories")
+    return ChatSession(with_memories.config, with_memories.model, off), with_memories
 
 
 def load_questions(config) -> tuple[list[Question], dict]:
@@ -78,7 +89,7 @@ def score(questions: list[Question], rows: list[dict], retrieved: list[list[str]
     }
 
 
-def run_models(config, base_model: str, models: Iterable[tuple[str, str, str | None]],
+def run_models(config, models: Iterable[tuple[str, str, str | None]],
                questions: list[Question]) -> tuple[dict, dict]:
     """(conditions, retrieval): answers and scores per condition, and what the chat retrieved per question.
 
@@ -89,29 +100,27 @@ def run_models(config, base_model: str, models: Iterable[tuple[str, str, str | N
     conditions: dict = {}
     retrieval: dict = {}
     for name, model_name, adapter in models:
-        settings = chat_config(config, model_name)
-        model = ChatModel.load(model_name, adapter, force_cpu=config.force_cpu)
-        memory = ChatMemory.from_config(settings, count_tokens=model.count_tokens)
+        without, with_memories = chat_sessions(config, model_name, adapter)
+        memory = with_memories.memory
         if not retrieval:
             retrieved = [[h.text for h in memory.retrieve(q.question)] for q in questions]
             searched = [[h.text for h in memory.memory.search(q.question, k=memory.k)] for q in questions]
             retrieval = {"k": memory.k, "retrieved": retrieved,
                          "gold_retrieved": [gold_retrieved(q.sentence, t) for q, t in zip(questions, retrieved)],
                          "gold_in_top_k": [gold_retrieved(q.sentence, t) for q, t in zip(questions, searched)]}
-        without = ChatMemory(memory.memory, None, count_tokens=model.count_tokens,
-                             **{**ChatMemory.settings(settings), "k": 0}, status="no memories")
-        for with_memories, chat_memory in ((False, without), (True, memory)):
-            label = f"{name} {'with' if with_memories else 'without'} memories"
+        for session in (without, with_memories):
+            label = f"{name} {'with' if session is with_memories else 'without'} memories"
             clock = time.perf_counter()
-            rows = ask_all(ChatSession(settings, model, chat_memory), questions, label)
-            conditions[label] = {"model": name, "memories": with_memories, "adapter": adapter,
-                                 "base_model": model_name, "seconds": time.perf_counter() - clock,
+            rows = ask_all(session, questions, label)
+            conditions[label] = {"model": name, "memories": session is with_memories, "adapter": adapter,
+                                 "base_model": model_name, "loaded": with_memories.notes[:-1],
+                                 "seconds": time.perf_counter() - clock,
                                  "answers": [r["answer"] for r in rows],
                                  "per_question": score(questions, rows, retrieval["retrieved"])}
             log.info("%s: exact match %.1f%% (%.1f s)", label,
                      100 * np.mean(conditions[label]["per_question"]["exact_match"] or [0]),
                      conditions[label]["seconds"])
-        del model
+        del without, with_memories
     return conditions, retrieval
 
 
@@ -167,7 +176,7 @@ def run_qa(config, base_model: str, adapters) -> dict:
     log.info("%d QA questions (%s)", len(questions), counts)
     models = [("base", base_model, None), *((a.name, base_model, str(a.path)) for a in adapters),
               *((extra, extra, None) for extra in config.qa_extra_models)]
-    conditions, retrieval = run_models(config, base_model, models, questions)
+    conditions, retrieval = run_models(config, models, questions)
     return {"questions": [q.as_dict() for q in questions], "counts": counts,
             "settings": {"max_new_tokens": config.qa_max_new_tokens, "k": retrieval["k"],
                          "memory_dir": config.memory_dir, "pdf_texts": config.pdf_texts,

@@ -6,8 +6,8 @@ import pytest
 
 import evaluate
 from rhizome.chat.config import ChatConfig
-from rhizome.chat.llm import ChatModel
-from rhizome.chat.retrieval import ChatMemory, build_messages
+from rhizome.chat.retrieval import build_messages
+from rhizome.chat.session import ChatSession
 from tests.evaluate.test_qa_questions import CHUNKS, TEST, TRAIN
 
 
@@ -28,49 +28,53 @@ def qa_inputs(tmp_path_factory):
     return folder
 
 
+def qa_args(qa_inputs, *extra):
+    return ["--qa", "--test-file", str(qa_inputs / "dataset_test.jsonl"),
+            "--train-file", str(qa_inputs / "dataset_train.jsonl"), "--qa-validation-file", "",
+            "--pdf-texts", str(qa_inputs / "pdf_texts.json"), "--memory-dir", str(qa_inputs),
+            "--qa-max-new-tokens", "4", "--force-cpu", *extra]
+
+
 @pytest.fixture(scope="module")
 def qa_evaluation(qa_inputs, adapter_run, tmp_path_factory):
-    """One `evaluate.py --qa` run; every prompt the chat model was given is recorded on the way."""
-    prompts = []
-    original = ChatModel.stream
-
-    def recording(self, messages, **kwargs):
-        prompts.append(messages)
-        return original(self, messages, **kwargs)
-
     out = tmp_path_factory.mktemp("qa-out")
-    patch = pytest.MonkeyPatch()
-    patch.setattr(ChatModel, "stream", recording)
-    try:
-        code = evaluate.main([str(adapter_run), "--qa", "--test-file", str(qa_inputs / "dataset_test.jsonl"),
-                              "--train-file", str(qa_inputs / "dataset_train.jsonl"), "--qa-validation-file", "",
-                              "--pdf-texts", str(qa_inputs / "pdf_texts.json"), "--memory-dir", str(qa_inputs),
-                              "--qa-max-new-tokens", "4", "-o", str(out), "--force-cpu"])
-    finally:
-        patch.undo()
-    assert code == 0
-    return json.loads((out / "eval_report.json").read_text("utf-8")), out, prompts
+    assert evaluate.main([str(adapter_run), *qa_args(qa_inputs, "-o", str(out))]) == 0
+    return json.loads((out / "eval_report.json").read_text("utf-8")), out
 
 
-def test_prompts_are_the_chats_own(qa_evaluation, qa_inputs, tiny_model_dir):
-    report, _, prompts = qa_evaluation
-    qa = report["qa"]
-    questions = [q["question"] for q in qa["questions"]]
-    assert len(prompts) == 4 * len(questions)  # base and adapter, each without and with memories
-    config = ChatConfig(base_model=str(tiny_model_dir), memory_dir=str(qa_inputs))
-    chat_memory = ChatMemory.from_config(config, count_tokens=ChatModel.load(str(tiny_model_dir)).count_tokens)
-    for condition, start in (("without", 0), ("with", len(questions))):
-        for question, messages in zip(questions, prompts[start:start + len(questions)]):
-            hits = chat_memory.retrieve(question) if condition == "with" else []
-            # What the page sends for the same first message: the chat's system prompt and memory block.
-            assert messages == build_messages(config.system_prompt, [], question, hits)
-    with_memories = prompts[len(questions):2 * len(questions)]
-    assert all("Memories (" in m[0]["content"] for m in with_memories)
-    assert qa["retrieval"]["retrieved"] == [[h.text for h in chat_memory.retrieve(q)] for q in questions]
+def test_prompts_are_the_chats_own(qa_inputs, adapter_run, tiny_model_dir):
+    """The messages that reach the model are those the chat page builds for the same first message."""
+    from rhizome.config import parse_args
+    from rhizome.evaluate import EvalConfig
+    from rhizome.evaluate.qa_run import answer, chat_sessions, load_questions
+
+    config, _ = parse_args(EvalConfig, "", qa_args(qa_inputs))
+    questions, _ = load_questions(config)
+    without, with_memories = chat_sessions(config, str(tiny_model_dir), str(adapter_run / "final"))
+    assert with_memories.model is without.model and with_memories.config.temperature == 0
+    page = ChatSession.from_config(ChatConfig(base_model=str(tiny_model_dir), adapter=str(adapter_run / "final"),
+                                              memory_dir=str(qa_inputs), remember=False))
+    prompts = []
+    original = with_memories.model.stream
+
+    def recording(messages, **kwargs):  # on this instance only: the real model still answers
+        prompts.append(messages)
+        return original(messages, **kwargs)
+
+    with_memories.model.stream = recording
+    for question in questions:
+        answer(without, question.question)
+        answer(with_memories, question.question)
+    assert len(prompts) == 2 * len(questions) == 6
+    for question, (bare, grounded) in zip(questions, zip(prompts[::2], prompts[1::2])):
+        hits = page.memory.retrieve(question.question)
+        assert hits and grounded == build_messages(page.config.system_prompt, [], question.question, hits)
+        assert bare == build_messages(page.config.system_prompt, [], question.question, [])
+        assert "Memories (" in grounded[0]["content"] and "Memories (" not in bare[0]["content"]
 
 
 def test_report_has_four_conditions_with_intervals_and_recall(qa_evaluation):
-    report, out, _ = qa_evaluation
+    report, out = qa_evaluation
     qa = report["qa"]
     assert list(qa["conditions"]) == ["base without memories", "base with memories",
                                       "tiny-finetuned without memories", "tiny-finetuned with memories"]
@@ -90,7 +94,7 @@ def test_report_has_four_conditions_with_intervals_and_recall(qa_evaluation):
 def test_summary_prints_the_adapter_with_memories_next_to_perplexity(qa_evaluation, capsys):
     from rhizome import summary
 
-    report, out, _ = qa_evaluation
+    report, out = qa_evaluation
     assert summary.main(["--root", str(out.parent), "--run-dir", out.name]) == 0
     printed = capsys.readouterr().out
     assert "Test perplexity" in printed and "Grounded QA (3 questions): tiny-finetuned with memories" in printed
