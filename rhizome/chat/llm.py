@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from abc import ABC, abstractmethod
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ class GenerationStats:
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens after the first per second after it: the decoding speed, without the prompt's prefill."""
+        decode_s = self.seconds - (self.first_token_s or 0.0)
+        return (self.new_tokens - 1) / decode_s if self.new_tokens > 1 and decode_s > 0 else 0.0
 
 
 def _streamer_class():
@@ -88,15 +95,57 @@ def _bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-class ChatModel:
-    def __init__(self, model, tokenizer, description: str, device: str = "cpu"):
-        self.model = model
+class ChatEngine(ABC):
+    """What the chat needs of a model, whatever runs it: the tokenizer's prompt and counts, ``stream`` and its stats.
+    ``engine`` names the runtime for screens and ``--stats`` ("torch float32", "ct2 int8")."""
+
+    def __init__(self, tokenizer, description: str, *, engine: str, device: str = "cpu"):
         self.tokenizer = tokenizer
         self.description = description
+        self.engine = engine
         self.device = device
         self.last_stats = GenerationStats()
         # One generation at a time: two at once on one model only slow each other down.
         self._generate_lock = threading.Lock()
+
+    @staticmethod
+    def prepare_tokenizer(tokenizer) -> str | None:
+        """Give a tokenizer without a chat template plain role prompts, and a pad token; a note when templated."""
+        note = None
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+            note = "(no chat template: plain 'Role: text' prompts)"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return note
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Most tokens the model attends to (prompt and reply together)."""
+
+    def prompt_ids(self, messages: list[dict]) -> torch.Tensor:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The template already wrote any BOS it wants; adding special tokens again would double it.
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
+               top_p: float = 0.9, repetition_penalty: float = 1.0,
+               stop_event: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy. A set ``stop_event``
+        or the caller closing the iterator ends generation within one token; ``last_stats`` then says what it did."""
+
+
+class ChatModel(ChatEngine):
+    """The PyTorch engine: any model transformers loads, on CPU, CUDA (also 4-bit NF4) or MPS."""
+
+    def __init__(self, model, tokenizer, description: str, device: str = "cpu", engine: str = ""):
+        engine = engine or f"torch {str(getattr(model, 'dtype', '')).removeprefix('torch.')}".strip()
+        super().__init__(tokenizer, description, engine=engine, device=device)
+        self.model = model
 
     @classmethod
     def load(cls, base_model: str, adapter: str | None = None, device: str | None = None,
@@ -135,12 +184,10 @@ class ChatModel:
             model = cls._apply_adapter(model, adapter, merge=not quantize)
             parts.append(f"+ adapter {adapter} ({'kept separate over 4-bit weights' if quantize else 'merged'})")
         model.eval()
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-            parts.append("(no chat template: plain 'Role: text' prompts)")
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return cls(model, tokenizer, " ".join(parts), device)
+        note = cls.prepare_tokenizer(tokenizer)
+        if note:
+            parts.append(note)
+        return cls(model, tokenizer, " ".join(parts), device, engine="torch nf4" if quantize else "")
 
     @staticmethod
     def _apply_adapter(model, adapter: str, merge: bool):
@@ -154,18 +201,10 @@ class ChatModel:
                 "--base-model, another --adapter, or --adapter none.") from exc
         return peft_model.merge_and_unload() if merge else peft_model
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     @property
     def context_length(self) -> int:
         config = getattr(self.model, "config", None)
         return int(getattr(config, "max_position_embeddings", 0) or 2048)
-
-    def prompt_ids(self, messages: list[dict]) -> torch.Tensor:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # The template already wrote any BOS it wants; adding special tokens again would double it.
-        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
                top_p: float = 0.9, repetition_penalty: float = 1.0,
@@ -207,3 +246,41 @@ class ChatModel:
                 stopped=stop_event is not None and stop_event.is_set())
         if failure:
             raise failure[0]
+
+
+ENGINES = ("auto", "ct2", "torch")
+
+
+def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "auto",
+                    force_cpu: bool = False) -> tuple[ChatEngine, str]:
+    """(the chat model on the requested engine, a sentence for the screen saying which engine and why).
+
+    ``auto`` takes CTranslate2 int8 on a CPU (bench/chat.py: several times PyTorch's decode speed there) and
+    PyTorch on a GPU, where it runs fp16/bf16 and 4-bit NF4 with the adapter unmerged as in QLoRA; a model
+    CTranslate2 cannot convert falls back to PyTorch, and the sentence says why."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+    device = detect_device(force_cpu).torch_device
+    if engine == "torch":
+        model = ChatModel.load(base_model, adapter, device=device)
+        return model, f"Engine: {model.engine} (--engine torch)."
+    from rhizome.chat.engine_ct2 import CT2ChatModel, CT2UnsupportedError
+
+    if engine == "ct2":
+        try:
+            model = CT2ChatModel.load(base_model, adapter, device="cuda" if device.startswith("cuda") else "cpu")
+        except CT2UnsupportedError as exc:
+            raise ModelNotFoundError(f"--engine ct2: {exc}. Chat with --engine torch instead.") from exc
+        return model, f"Engine: {model.engine} (--engine ct2)."
+    if device != "cpu":
+        model = ChatModel.load(base_model, adapter, device=device)
+        return model, (f"Engine: {model.engine} (auto: on {device.upper()} PyTorch runs half precision and 4-bit "
+                       "QLoRA adapters as trained).")
+    try:
+        model = CT2ChatModel.load(base_model, adapter)
+    except CT2UnsupportedError as exc:
+        log.warning("CTranslate2 engine unavailable, using PyTorch: %s", exc)
+        model = ChatModel.load(base_model, adapter, device=device)
+        return model, f"Engine: {model.engine} (auto: {exc}; --engine torch is the fallback)."
+    return model, (f"Engine: {model.engine} (auto: on a CPU CTranslate2's int8 decoding is the fastest engine here; "
+                   "--engine torch for PyTorch).")

@@ -1,0 +1,240 @@
+"""The chat model on CTranslate2: int8 weights, a C++ decoding loop, the same streaming interface as ChatModel.
+
+Why: decoding a small model in PyTorch is bound by per-token Python and kernel-launch overhead and by the
+bytes of weights read per token (fp32: 4 bytes a weight). CTranslate2 (installed with faster-whisper) runs
+the whole loop in C++ over int8 weights; bench/chat.py measures both side by side.
+
+Conversion: the base (with the adapter merged in, in fp32, by :meth:`ChatModel.load`) is converted once with
+CTranslate2's ``TransformersConverter`` and cached, next to the adapter (``final.ct2/`` beside ``final/``)
+or, for the base alone, in the models cache (``<models dir>/ct2/<name>``). The folder records a key of the
+adapter's files, the base's weight files, the quantisation and the CTranslate2 version; a different key
+rebuilds it. Folders are written with :func:`rhizome.atomic.write_dir`, so a killed conversion leaves none.
+
+Streaming: ``Generator.generate_tokens`` decodes in CTranslate2's own thread and yields each token; text is
+detokenised incrementally by transformers' ``TextStreamer`` rules (the pieces join into exactly what
+``tokenizer.decode`` gives for the whole reply). Closing the iterator, or a set stop event, ends decoding
+within one token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from rhizome import atomic
+from rhizome.chat.llm import ChatEngine, GenerationStats
+from rhizome.device import physical_cores
+from rhizome.log import get_logger
+from rhizome.train.model import ModelNotFoundError, models_dir, resolve_model
+
+log = get_logger(__name__)
+
+KEY_FILE = "rhizome_ct2.json"
+# bench/chat.py: on the reference CPU int8 (int8 weights, fp32 activations) decodes fastest; float32 is 2x slower.
+CPU_COMPUTE_TYPE = "int8"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+class CT2UnsupportedError(RuntimeError):
+    """CTranslate2 is not installed or cannot convert this model; the PyTorch engine can still run it."""
+
+
+def _ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise CT2UnsupportedError("CTranslate2 is not installed (pip install ctranslate2)") from exc
+    return ctranslate2
+
+
+def _hash_files(digest, folder: Path, content: bool) -> None:
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in WEIGHT_SUFFIXES or path.name.endswith("config.json")):
+            digest.update(path.name.encode())
+            if content:
+                digest.update(atomic.file_sha256(path).encode())
+            else:
+                stat = path.stat()
+                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+
+
+def conversion_key(base_path: str, adapter: str | None, quantization: str) -> str:
+    """What a converted folder was made from: the adapter's files by content (megabytes), the base's weight files
+    by size and modification time (hashing gigabytes of weights would add seconds to every start)."""
+    digest = hashlib.sha256(f"{_ctranslate2().__version__}|{quantization}".encode())
+    base = Path(base_path)
+    if base.is_dir():
+        _hash_files(digest, base, content=False)
+    else:
+        digest.update(base_path.encode())  # a Hugging Face id: its cache folder is not ours to watch
+    if adapter:
+        _hash_files(digest, Path(adapter), content=True)
+    return digest.hexdigest()[:16]
+
+
+def cache_folder(base_path: str, adapter: str | None, quantization: str) -> Path:
+    if adapter:
+        adapter_dir = Path(adapter).resolve()
+        return adapter_dir.with_name(f"{adapter_dir.name}.ct2-{quantization}")
+    return models_dir() / "ct2" / f"{Path(base_path.rstrip('/')).name}-{quantization}"
+
+
+def _convert(source: str, folder: Path, quantization: str) -> None:
+    ctranslate2 = _ctranslate2()
+    try:
+        ctranslate2.converters.TransformersConverter(source, low_cpu_mem_usage=True).convert(
+            str(folder), quantization=quantization, force=True)
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare ValueError/NotImplementedError/KeyError
+        raise CT2UnsupportedError(f"CTranslate2 cannot convert {source}: {type(exc).__name__}: {exc}") from exc
+
+
+def converted_model(base_model: str, adapter: str | None, quantization: str = "int8") -> Path:
+    """The CTranslate2 folder for base (+ adapter merged), converting it first when missing or stale."""
+    base_path = resolve_model(base_model)
+    key = conversion_key(base_path, adapter, quantization)
+    folder = cache_folder(base_path, adapter, quantization)
+    try:
+        if json.loads((folder / KEY_FILE).read_text(encoding="utf-8")).get("key") == key:
+            return folder
+        log.info("%s was made from other weights: converting again", folder)
+    except (OSError, ValueError):
+        pass
+    started = time.perf_counter()
+    log.info("converting %s%s for CTranslate2 (%s) into %s, once", base_model,
+             f" + adapter {adapter}" if adapter else "", quantization, folder)
+
+    def write(tmp: Path) -> None:
+        if adapter:
+            from rhizome.chat.llm import ChatModel
+
+            # Beside the cache, not in /tmp: a merged fp32 model is 4 bytes a weight.
+            with tempfile.TemporaryDirectory(prefix=".merged-", dir=folder.parent) as merged_dir:
+                merged = ChatModel.load(base_model, adapter, device="cpu", quantize=False)
+                merged.model.save_pretrained(merged_dir)
+                merged.tokenizer.save_pretrained(merged_dir)
+                del merged
+                _convert(merged_dir, tmp, quantization)
+        else:
+            _convert(base_path, tmp, quantization)
+        atomic.write_json(tmp / KEY_FILE, {"key": key, "base_model": base_model, "adapter": adapter,
+                                           "quantization": quantization,
+                                           "seconds": round(time.perf_counter() - started, 1)})
+
+    atomic.write_dir(folder, write)
+    log.info("converted in %.0f s", time.perf_counter() - started)
+    return folder
+
+
+class _TextCollector:
+    """transformers' incremental detokenisation (``TextStreamer``), handing text to the caller instead of stdout."""
+
+    def __init__(self, tokenizer):
+        from transformers import TextStreamer
+
+        pieces: list[str] = []
+
+        class Collector(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    pieces.append(text)
+
+        self.pieces = pieces
+        self.streamer = Collector(tokenizer, skip_special_tokens=True)
+
+    def put(self, token_id: int) -> list[str]:
+        self.streamer.put(torch.tensor([token_id]))
+        return self._take()
+
+    def end(self) -> list[str]:
+        self.streamer.end()
+        return self._take()
+
+    def _take(self) -> list[str]:
+        out = list(self.pieces)
+        self.pieces.clear()
+        return out
+
+
+class CT2ChatModel(ChatEngine):
+    def __init__(self, generator, tokenizer, description: str, *, context_length: int, end_ids: list[int],
+                 engine: str, device: str = "cpu"):
+        super().__init__(tokenizer, description, engine=engine, device=device)
+        self.generator = generator
+        self._context_length = context_length
+        self.end_ids = end_ids
+
+    @classmethod
+    def load(cls, base_model: str, adapter: str | None = None, device: str = "cpu",
+             quantization: str | None = None) -> CT2ChatModel:
+        """``quantization``: weights as converted and computed (int8, float32 ...); None = the fastest for ``device``."""
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        ctranslate2 = _ctranslate2()
+        base_path = resolve_model(base_model)
+        try:
+            config = AutoConfig.from_pretrained(base_path)
+            tokenizer = AutoTokenizer.from_pretrained(base_path)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"cannot load chat model '{base_model}': {exc}\nPass --base-model with a local Hugging Face "
+                "folder, a .gguf file or a model id already in your Hugging Face cache.") from exc
+        compute_type = quantization or (CPU_COMPUTE_TYPE if device == "cpu" else "int8_float16")
+        folder = converted_model(base_model, adapter, compute_type)
+        generator = ctranslate2.Generator(str(folder), device=device, compute_type=compute_type,
+                                          intra_threads=physical_cores() if device == "cpu" else 0)
+        try:
+            generation = GenerationConfig.from_pretrained(base_path)
+            end = generation.eos_token_id
+        except OSError:
+            end = None
+        end = end if end is not None else config.eos_token_id if config.eos_token_id is not None \
+            else tokenizer.eos_token_id
+        end_ids = [int(i) for i in (end if isinstance(end, list) else [end]) if i is not None]
+        parts = [f"{base_model} (CTranslate2 {compute_type}, {device})"]
+        if adapter:
+            parts.append(f"+ adapter {adapter} (merged, converted once into {folder})")
+        note = cls.prepare_tokenizer(tokenizer)
+        if note:
+            parts.append(note)
+        return cls(generator, tokenizer, " ".join(parts), context_length=int(config.max_position_embeddings or 2048),
+                   end_ids=end_ids, engine=f"ct2 {compute_type}", device=device)
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
+               top_p: float = 0.9, repetition_penalty: float = 1.0,
+               stop_event: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy."""
+        started = time.perf_counter()
+        ids = self.prompt_ids(messages)[0].tolist()
+        sampling = ({"sampling_topk": 0, "sampling_topp": float(top_p), "sampling_temperature": float(temperature)}
+                    if temperature and temperature > 0 else {"sampling_topk": 1})
+        text = _TextCollector(self.tokenizer)
+        stats = GenerationStats(prompt_tokens=len(ids))
+        with self._generate_lock:
+            steps = self.generator.generate_tokens(
+                self.tokenizer.convert_ids_to_tokens(ids), max_length=int(max_new_tokens),
+                repetition_penalty=float(repetition_penalty), end_token=self.end_ids, **sampling)
+            try:
+                for step in steps:
+                    stats.new_tokens += 1
+                    if stats.first_token_s is None:
+                        stats.first_token_s = time.perf_counter() - started
+                    yield from text.put(step.token_id)
+                    if stop_event is not None and stop_event.is_set():
+                        break
+                yield from text.end()
+            finally:
+                steps.close()  # stops CTranslate2's decoding thread after the current token
+                stats.seconds = time.perf_counter() - started
+                stats.stopped = stop_event is not None and stop_event.is_set()
+                self.last_stats = stats
