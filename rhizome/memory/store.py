@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rhizome import atomic, safe_pickle
+from rhizome.log import get_logger
 from rhizome.memory import index as faiss_index
 from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, load_embedder
 
@@ -25,6 +26,8 @@ VECTORS_FILE = "memory_texts.npy"
 METADATA_FILE = "memory_metadata.pkl"
 INDEX_FILE = "memory_index.faiss"
 CONFIG_FILE = "memory_config.json"
+
+log = get_logger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
@@ -34,7 +37,83 @@ def _shared_embedder(name: str, device: str):
 
 
 class MemoryFilesError(RuntimeError):
-    pass
+    """A memory file is missing, damaged or refused; the message names it and says what to do."""
+
+
+_REBUILD = "Rebuild the memory with python batch_embedder.py."
+_OPTIONAL_STR = (str, type(None))
+_PLAIN_VALUE = (str, int, float, type(None))
+# The item fields the chat reads (see rhizome.memory.items), with the types a built memory holds.
+_ITEM_FIELD_TYPES = {
+    "text": (str,), "text_hash": (str,), "id": (str,), "source": _OPTIONAL_STR, "role": _OPTIONAL_STR,
+    "conversation_id": _OPTIONAL_STR, "conversation_title": _OPTIONAL_STR, "file": _OPTIONAL_STR,
+    "timestamp": (int, float, type(None)), "page_start": _PLAIN_VALUE, "page_end": _PLAIN_VALUE,
+}
+
+
+def _load_metadata(path: Path) -> list[dict]:
+    try:
+        metadata = safe_pickle.load(path, remedy=_REBUILD)
+    except (safe_pickle.UnsafePickleError, OSError) as exc:
+        raise MemoryFilesError(str(exc)) from exc
+    if not isinstance(metadata, list):
+        raise MemoryFilesError(f"{path} holds a {type(metadata).__name__}, not a list of items. {_REBUILD}")
+    for row, item in enumerate(metadata):
+        problem = _item_problem(item)
+        if problem:
+            raise MemoryFilesError(f"{path}: item {row} {problem}; the file is damaged or not RhizomeML's. "
+                                   f"{_REBUILD}")
+    return metadata
+
+
+def _item_problem(item) -> str | None:
+    if type(item) is not dict:
+        return f"is a {type(item).__name__}, not a dict"
+    if "text" not in item:
+        return "has no text"
+    for name, types in _ITEM_FIELD_TYPES.items():
+        value = item.get(name)
+        if name in item and type(value) not in types:
+            return f"has a {type(value).__name__} as {name}"
+    return None
+
+
+def _load_vectors(path: Path, items: int, metadata_path: Path) -> np.ndarray:
+    try:
+        # Memory-mapped first, so a header claiming more rows than the file holds fails before any allocation.
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    # A file from elsewhere can make np.load raise almost anything (ValueError, EOFError, OSError...).
+    except Exception as exc:
+        raise MemoryFilesError(f"{path} is not a readable .npy array ({exc}). {_REBUILD}") from exc
+    if not isinstance(mapped, np.ndarray) or mapped.ndim != 2 or mapped.dtype != np.float32:
+        shape = f"{mapped.dtype} array of shape {mapped.shape}" if isinstance(mapped, np.ndarray) else "archive"
+        raise MemoryFilesError(f"{path} holds a {shape}, not rows of float32 vectors. {_REBUILD}")
+    if len(mapped) != items:
+        raise MemoryFilesError(f"{metadata_path} has {items} items but {path} has {len(mapped)} vectors. {_REBUILD}")
+    return np.array(mapped)
+
+
+def _load_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MemoryFilesError(f"{path} is not readable JSON ({exc}). {_REBUILD}") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("embedding_model", ""), str):
+        raise MemoryFilesError(f"{path} is not a memory config (no embedding_model). {_REBUILD}")
+    return config
+
+
+def _load_or_rebuild_index(path: Path, vectors: np.ndarray, config: dict):
+    exact_max = int(config.get("exact_index_max") or faiss_index.EXACT_MAX_DEFAULT)
+    if not path.exists():
+        return faiss_index.build_index(vectors, exact_max=exact_max)
+    try:
+        return faiss_index.load_index(path, dim=vectors.shape[1], count=len(vectors))
+    except faiss_index.IndexFileError as exc:
+        # The index is derived from the vectors, so rebuilding it loses nothing.
+        log.warning("%s; searching with an index rebuilt from %s instead (nothing is lost; the next save or "
+                    "python batch_embedder.py writes a sound one)", exc, VECTORS_FILE)
+        return faiss_index.build_index(vectors, exact_max=exact_max)
 
 
 @dataclass
@@ -55,7 +134,10 @@ class Hit:
         if when:
             import datetime
 
-            title += f" ({datetime.datetime.fromtimestamp(when, datetime.timezone.utc):%Y-%m-%d})"
+            try:
+                title += f" ({datetime.datetime.fromtimestamp(when, datetime.timezone.utc):%Y-%m-%d})"
+            except (OverflowError, OSError, ValueError):
+                pass  # a time no calendar date has (1e300, NaN): the label goes without one
         return f"{meta.get('source')}: {title} [{meta.get('role')}]"
 
 
@@ -70,7 +152,11 @@ class Memory:
 
     @classmethod
     def load(cls, folder: str | os.PathLike = ".", device: str = "cpu", *, with_index: bool = True) -> Memory:
-        """The memory in ``folder``; ``with_index=False`` skips reading (or rebuilding) the search index."""
+        """The memory in ``folder``; ``with_index=False`` skips reading (or rebuilding) the search index.
+
+        Every file is checked before use (they may have come from elsewhere): a damaged or crafted one
+        is a :class:`MemoryFilesError` naming it; a damaged index is rebuilt from the vectors, which
+        loses nothing."""
         folder = Path(folder)
         paths = {name: folder / name for name in (VECTORS_FILE, METADATA_FILE, CONFIG_FILE)}
         missing = [str(p) for p in paths.values() if not p.exists()]
@@ -78,22 +164,12 @@ class Memory:
             raise MemoryFilesError(
                 f"memory files missing: {', '.join(missing)}. Build the memory first: python batch_embedder.py"
             )
-        vectors = np.load(paths[VECTORS_FILE], allow_pickle=False)
-        metadata = safe_pickle.load(paths[METADATA_FILE])
-        config = json.loads(paths[CONFIG_FILE].read_text(encoding="utf-8"))
-        if not isinstance(metadata, list) or len(metadata) != len(vectors):
-            raise MemoryFilesError(
-                f"{paths[METADATA_FILE]} has {len(metadata) if isinstance(metadata, list) else 'no'} items but "
-                f"{paths[VECTORS_FILE]} has {len(vectors)} vectors; rebuild with python batch_embedder.py"
-            )
+        metadata = _load_metadata(paths[METADATA_FILE])
+        vectors = _load_vectors(paths[VECTORS_FILE], len(metadata), paths[METADATA_FILE])
+        config = _load_config(paths[CONFIG_FILE])
         if not with_index:
             return cls(vectors, metadata, None, config, device)
-        index_path = folder / INDEX_FILE
-        index = (faiss_index.load_index(index_path) if index_path.exists()
-                 else faiss_index.build_index(vectors))
-        if index.ntotal != len(vectors):
-            index = faiss_index.build_index(vectors)
-        return cls(vectors, metadata, index, config, device)
+        return cls(vectors, metadata, _load_or_rebuild_index(folder / INDEX_FILE, vectors, config), config, device)
 
     @classmethod
     def empty(cls, embedding_model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu") -> Memory:

@@ -14,7 +14,7 @@ def test_small_corpus_gets_exact_index_that_finds_each_vector_itself(tmp_path):
     index = build_index(vectors, exact_max=1000)
     assert isinstance(index, faiss.IndexFlatIP)
     save_index(index, tmp_path / "i.faiss")
-    scores, ids = load_index(tmp_path / "i.faiss").search(vectors[:10], 1)
+    scores, ids = load_index(tmp_path / "i.faiss", dim=32, count=100).search(vectors[:10], 1)
     assert ids[:, 0].tolist() == list(range(10))
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
