@@ -164,19 +164,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
-def _old_copies(dest: Path) -> list[Path]:
-    """Replaced copies of ``dest`` still to be deleted (inside as ``<dest name>`` where a kill came between
-    the two renames of the fall-back swap), oldest first."""
-    return sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*.old.tmp"), key=lambda p: p.stat().st_mtime)
-
-
 def _recover(dest: Path) -> None:
     """Undo what a run killed in the middle of a swap left: put the old folder back if ``dest`` is missing,
-    else delete the old copy that was still to be deleted."""
-    leftovers = _old_copies(dest)
+    then delete the replaced copies still waiting to be deleted (``.<name>.*.old.tmp``)."""
+    leftovers = list(dest.parent.glob(f".{glob.escape(dest.name)}.*.old.tmp"))
+    # A copy inside as <name> is one the fall-back swap had moved aside; each run recovers before it swaps,
+    # so there is at most one.
     held = [leftover / dest.name for leftover in leftovers if (leftover / dest.name).is_dir()]
     if held and not dest.exists():
-        os.replace(held[-1], dest)
+        os.replace(held[0], dest)
     for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
 

@@ -87,7 +87,7 @@ def test_damaged_semantic_memory_names_file_and_says_delete_it(tmp_path):
     memory.record_run({"a": 1}, {"pdf": 1}, 1)
     memory.save(path)
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(safe_pickle.UnsafePickleError, match="semantic_memory.pkl.*Delete it to start the history fresh"):
+    with pytest.raises(safe_pickle.UnsafePickleError, match="semantic_memory.pkl: damaged.*Delete it to start"):
         SemanticMemory.load(path)
 
 
