@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     print(f"Wrote {metadata['total_pairs']} pairs ({splits}) to {config.output_dir}/")
     if metadata["secrets_redacted"]:
         print("Secrets redacted: " + ", ".join(f"{k} {v}" for k, v in metadata["secrets_redacted"].items()))
+    if metadata["personal_data_redacted"]:
+        print("Personal data redacted: " + ", ".join(f"{k} {v}" for k, v in metadata["personal_data_redacted"].items()))
     if metadata["unique_themes"]:
         top = ", ".join(list(metadata["theme_distribution"])[:8])
         print(f"{metadata['unique_themes']} themes; most common: {top}")

@@ -39,8 +39,8 @@ AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented samp
     (f"my key:\n{PRIVATE_KEY}\nthanks", "my key:\n[REDACTED:private_key]\nthanks", "private_key"),
     ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAA\n\nWhat is wrong with it?",
      "[REDACTED:private_key]\nWhat is wrong with it?", "private_key"),  # truncated: ends where the key data does
-    ("postgres://alice:s3cr3tP4ss@db.example.com:5432/app", "postgres://alice:[REDACTED:url_password]@db.example.com:5432/app",
-     "url_password"),
+    ("postgres://alice:s3cr3tP4ss@db.example.com:5432/app",
+     "postgres://alice:[REDACTED:url_password]@db.example.com:5432/app", "url_password"),
     ('password = "hunter2"', 'password = "[REDACTED:secret_assignment]"', "secret_assignment"),
     ("DB_PASSWORD=Tr0ub4dor&3", "DB_PASSWORD=[REDACTED:secret_assignment]", "secret_assignment"),
     ('{"client_secret": "Zx9-qq-77"}', '{"client_secret": "[REDACTED:secret_assignment]"}', "secret_assignment"),

@@ -8,7 +8,8 @@ For each user message :meth:`ChatMemory.retrieve`
   3. keeps the first ``k`` picks, in that order, that fit the token budget (counted with the chat model's
      tokenizer); a pick too long for what is left is passed over for the next one.
 :meth:`ChatMemory.remember` appends a finished turn (user and assistant items, source ``"chat"``) to the memory
-files, embedding only the new texts, so a later session recalls it.
+files, embedding only the new texts, so a later session recalls it; the turn is redacted first, as the memory was
+(secrets unless it was built with ``--no-redact``, personal data when built with ``--redact-pii``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from rhizome.log import get_logger
 from rhizome.memory.items import TokenSplitter, with_parts
 from rhizome.memory.store import CONFIG_FILE, METADATA_FILE, VECTORS_FILE, Hit, Memory
+from rhizome.redact import Redaction
 
 log = get_logger(__name__)
 
@@ -155,7 +157,9 @@ class ChatMemory:
 
     def turn_items(self, user_text: str, reply_text: str, when: float, conversation_id: str,
                    conversation_title: str | None, turn: int) -> list[dict]:
-        """Items in batch_embedder's schema (see rhizome.memory.items), split to the embedder's token limit."""
+        """Items in batch_embedder's schema (see rhizome.memory.items), redacted with the memory's own settings
+        and split to the embedder's token limit."""
+        redaction = Redaction.of(self.memory.config)
         embedder = self.memory.model
         tokenizer = embedder.tokenizer
         splitter = TokenSplitter(tokenizer, embedder.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False))
@@ -170,11 +174,11 @@ class ChatMemory:
                 "role": role,
                 "timestamp": float(when),
                 "conversation_id": conversation_id,
-                "conversation_title": conversation_title,
+                "conversation_title": redaction(conversation_title) if conversation_title else conversation_title,
                 "message_index": index,
                 "file": None,
             }
-            items.extend(with_parts(base, splitter.split(text.strip())))
+            items.extend(with_parts(base, splitter.split(redaction(text.strip()))))
         return items
 
 

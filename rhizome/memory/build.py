@@ -9,8 +9,11 @@ Outputs (in ``output_dir``, all written atomically):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +22,17 @@ import numpy as np
 from rhizome import atomic
 from rhizome.config import option, save_config
 from rhizome.device import detect_device
-from rhizome.ingest import IngestReport, iter_conversations
+from rhizome.ingest import Conversation, IngestReport, iter_conversations
 from rhizome.inputs import INPUTS_HELP, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory import index as faiss_index
 from rhizome.memory.embedder import (
     DEFAULT_EMBEDDING_MODEL, EmbeddingCache, canonical_model_name, embed_missing, load_embedder, load_tokenizer,
-    resolve_model_path,
+    resolve_model_path, text_key,
 )
 from rhizome.memory.items import TokenSplitter, items_from_conversations, items_from_pdf_chunks
 from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS_FILE, Memory, MemoryFilesError
+from rhizome.redact import REDACT_HELP, REDACT_PII_HELP, Redaction
 
 log = get_logger(__name__)
 
@@ -45,6 +49,8 @@ class EmbedConfig:
     exact_index_max: int = option(faiss_index.EXACT_MAX_DEFAULT,
                                   "exact FAISS search up to this many vectors, HNSW above (see bench/index.py)")
     force_cpu: bool = option(False, "embed on the CPU even when a GPU is available")
+    redact: bool = option(True, REDACT_HELP)
+    redact_pii: bool = option(False, REDACT_PII_HELP)
     query: str | None = option(None, "search the existing memory for this text and print the top hits (no rebuild)")
     k: int = option(5, "number of hits printed by --query")
     verbose: bool = option(False, "debug logging")
@@ -79,6 +85,40 @@ def remembered_chat_turns(folder: Path, embedding_model: str) -> tuple[list[dict
     return [old.metadata[i] for i in keep], old.vectors[keep]
 
 
+def redacted_conversations(conversations: Iterable[Conversation], redaction: Redaction,
+                           counts: Counter) -> Iterator[Conversation]:
+    """Copies of ``conversations`` with their turns and titles redacted (before splitting, so no secret is cut in
+    two); a conversation with nothing to redact is passed on as it is."""
+    for conversation in conversations:
+        messages = [message if (text := redaction(message.text, counts)) == message.text
+                    else dataclasses.replace(message, text=text) for message in conversation.messages]
+        title = redaction(conversation.title, counts) if conversation.title else conversation.title
+        if title != conversation.title or any(new is not old for new, old in zip(messages, conversation.messages)):
+            conversation = dataclasses.replace(conversation, messages=messages, title=title)
+        yield conversation
+
+
+def redacted_chunks(chunks: Iterable[dict], redaction: Redaction, counts: Counter) -> Iterator[dict]:
+    for chunk in chunks:
+        yield {**chunk, "text": redaction(chunk["text"], counts),
+               "title": redaction(chunk["title"], counts) if chunk.get("title") else chunk.get("title")}
+
+
+def redact_remembered_turns(items: list[dict], redaction: Redaction, counts: Counter) -> list[int]:
+    """Redact carried-over chat turns in place (a memory from before redaction, or one built with other settings);
+    returns the positions whose text changed, whose vectors must be made again from the redacted text."""
+    changed = []
+    for position, item in enumerate(items):
+        text = redaction(item["text"], counts)
+        title = item.get("conversation_title")
+        if title:
+            item["conversation_title"] = redaction(title, counts)
+        if text != item["text"]:
+            item.update(text=text, text_hash=text_key(text))
+            changed.append(position)
+    return changed
+
+
 def build_memory(config: EmbedConfig) -> dict:
     """Run the stage; returns the summary that is also saved in memory_config.json."""
     started = time.perf_counter()
@@ -95,11 +135,17 @@ def build_memory(config: EmbedConfig) -> dict:
     splitter = TokenSplitter(tokenizer, max_tokens)
 
     report = IngestReport()
+    redaction = Redaction(config.redact, config.redact_pii)
+    redacted: Counter = Counter()
     items: list[dict] = []
     if conversation_files:
         conversations = iter_conversations(conversation_files, report)
+        if redaction:
+            conversations = redacted_conversations(conversations, redaction, redacted)
         items.extend(items_from_conversations(progress(conversations, desc="conversations", unit="conv"), splitter))
     chunks = load_pdf_chunks(pdf_files, report)
+    if redaction:
+        chunks = list(redacted_chunks(chunks, redaction, redacted))
     items.extend(items_from_pdf_chunks(progress(chunks, desc="PDF chunks", unit="chunk"), splitter))
     if not items:
         raise SystemExit(f"error: no text found in {', '.join(inputs)}; see the messages above for why")
@@ -107,7 +153,11 @@ def build_memory(config: EmbedConfig) -> dict:
     device = detect_device(config.force_cpu)
     cache = EmbeddingCache(config.cache_dir, config.embedding_model)
     cached_before = len(cache)
-    keys = [item["text_hash"] for item in items]
+    chat_items, chat_vectors = remembered_chat_turns(Path(config.output_dir), config.embedding_model)
+    stale = redact_remembered_turns(chat_items, redaction, redacted) if redaction else []
+    # Embedded with the rest, from the redacted text (the cache is keyed by the text's hash).
+    to_embed = items + [chat_items[i] for i in stale]
+    keys = [item["text_hash"] for item in to_embed]
     loaded = []
 
     def load_model():
@@ -115,12 +165,12 @@ def build_memory(config: EmbedConfig) -> dict:
         loaded.append(True)
         return load_embedder(config.embedding_model, device=device.torch_device)
 
-    vectors = embed_missing([item["text"] for item in items], keys, cache, load_model, batch_size=config.batch_size)
+    vectors = embed_missing([item["text"] for item in to_embed], keys, cache, load_model, batch_size=config.batch_size)
     newly_embedded = len(cache) - cached_before
-    chat_items, chat_vectors = remembered_chat_turns(Path(config.output_dir), config.embedding_model)
     if chat_items:
+        chat_vectors[stale] = vectors[len(items):]
+        vectors = np.concatenate([vectors[:len(items)], chat_vectors])
         items.extend(chat_items)
-        vectors = np.concatenate([vectors, chat_vectors])
 
     index = faiss_index.build_index(vectors, exact_max=config.exact_index_max)
     out = Path(config.output_dir)
@@ -140,6 +190,7 @@ def build_memory(config: EmbedConfig) -> dict:
         "ingest": report.summary(),
         "pdf_chunks": len(chunks),
         "chat_turns_kept": len(chat_items),
+        "redacted": dict(sorted(redacted.items())),
         "split_items": sum(1 for item in items if item.get("parts", 1) > 1),
         "newly_embedded": newly_embedded,
         "reused_from_cache": len(set(keys)) - newly_embedded,
@@ -161,6 +212,8 @@ def print_summary(summary: dict, config: EmbedConfig) -> None:
     print(f"  PDF chunks {summary['pdf_chunks']}; texts split to fit the embedder's token limit: "
           f"{summary['split_items']}")
     print(f"  embedded now {summary['newly_embedded']}, reused from cache {summary['reused_from_cache']}")
+    if summary.get("redacted"):
+        print("  redacted: " + ", ".join(f"{kind} {n}" for kind, n in summary["redacted"].items()))
     if summary.get("chat_turns_kept"):
         print(f"  chat turns remembered by the chat page, kept: {summary['chat_turns_kept']}")
     print(f"  index: {summary['index']}; {summary['seconds']} s")

@@ -1,4 +1,4 @@
-"""Cleaning: normalisation, junk turns, conversations and PDF chunks (the patterns of redaction: tests/test_redact.py)."""
+"""Cleaning: normalisation, junk turns, conversations and PDF chunks (redaction's patterns: tests/test_redact.py)."""
 
 from collections import Counter
 

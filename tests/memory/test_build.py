@@ -9,7 +9,9 @@ import pytest
 
 import batch_embedder
 from rhizome import safe_pickle
+from rhizome.chat.retrieval import ChatMemory, memory_line
 from rhizome.memory.build import EmbedConfig, build_memory
+from rhizome.memory.embedder import EmbeddingCache, text_key
 from rhizome.memory.store import Memory, MemoryFilesError
 from rhizome.pdf import PdfConfig, run as run_pdf_stage
 
@@ -109,3 +111,76 @@ def test_rebuild_keeps_turns_the_chat_page_remembered(corpus, tmp_path):
     assert rebuilt["chat_turns_kept"] == 1
     (hit,) = Memory.load(tmp_path).search("hungry starter smelling like nail polish remover", k=1)
     assert hit.metadata["source"] == "chat" and "acetone" in hit.text
+
+
+KEY = "sk-proj-" + "Ab3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5"
+
+
+@pytest.fixture(scope="module")
+def leaky_chat(tmp_path_factory):
+    chat = tmp_path_factory.mktemp("leaky") / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [
+        {"role": "user", "content": f"My OpenAI key {KEY} stopped working. Mail me at ann.lee@example.org."},
+        {"role": "assistant", "content": "Revoke that key at once and create a new one."}]}) + "\n", encoding="utf-8")
+    return chat
+
+
+def test_secrets_never_reach_the_memory_and_the_redacted_text_is_what_is_embedded(leaky_chat, tmp_path):
+    config = EmbedConfig(inputs=[str(leaky_chat)], output_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    summary = build_memory(config)
+    assert summary["redacted"] == {"openai_key": 1}
+    saved = json.loads((tmp_path / "memory_config.json").read_text())
+    assert saved["summary"]["redacted"] == {"openai_key": 1} and saved["redact"] is True
+    assert KEY not in (tmp_path / "memory_metadata.pkl").read_bytes().decode("latin-1")
+    memory = Memory.load(tmp_path)
+    (hit,) = memory.search("my API key stopped working", k=1)
+    assert hit.text == "My OpenAI key [REDACTED:openai_key] stopped working. Mail me at ann.lee@example.org."
+    # The vector is the redacted text's, and so is the cache entry: the key is in no file of the cache either.
+    np.testing.assert_allclose(memory.vectors[memory.metadata.index(hit.metadata)], memory.embed([hit.text])[0],
+                               atol=1e-5)
+    cache = EmbeddingCache(str(tmp_path / "cache"), config.embedding_model)
+    assert cache.get(text_key(hit.text)) is not None and cache.get(text_key(hit.text.replace(
+        "[REDACTED:openai_key]", KEY))) is None
+
+
+def test_no_redact_keeps_secrets_and_redact_pii_removes_personal_data(leaky_chat, tmp_path):
+    args = [str(leaky_chat), "--cache-dir", str(tmp_path / "cache")]
+    assert batch_embedder.main([*args, "-o", str(tmp_path / "kept"), "--no-redact"]) == 0
+    assert KEY in Memory.load(tmp_path / "kept").metadata[0]["text"]
+    assert batch_embedder.main([*args, "-o", str(tmp_path / "pii"), "--redact-pii"]) == 0
+    memory = Memory.load(tmp_path / "pii")
+    assert memory.metadata[0]["text"] == ("My OpenAI key [REDACTED:openai_key] stopped working. "
+                                          "Mail me at [REDACTED:email].")
+    assert memory.config["summary"]["redacted"] == {"email": 1, "openai_key": 1}
+
+
+def test_a_rebuild_redacts_chat_turns_remembered_before_redaction_and_embeds_them_again(leaky_chat, tmp_path):
+    config = EmbedConfig(inputs=[str(leaky_chat)], output_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    build_memory(config)
+    memory = Memory.load(tmp_path)  # as an older version of the chat page left it: the key in the clear
+    memory.add([{"id": "chat:s1:0", "source": "chat", "role": "user", "text": f"Use {KEY} for the sourdough bot.",
+                 "text_hash": text_key(f"Use {KEY} for the sourdough bot."), "conversation_id": "s1",
+                 "conversation_title": f"key {KEY}", "timestamp": 1.7e9, "file": None}])
+    memory.save(tmp_path)
+
+    rebuilt = build_memory(config)
+    assert rebuilt["chat_turns_kept"] == 1 and rebuilt["redacted"] == {"openai_key": 3}
+    memory = Memory.load(tmp_path)
+    chat = memory.metadata[-1]
+    assert chat["text"] == "Use [REDACTED:openai_key] for the sourdough bot."
+    assert chat["conversation_title"] == "key [REDACTED:openai_key]" and chat["text_hash"] == text_key(chat["text"])
+    np.testing.assert_allclose(memory.vectors[-1], memory.embed([chat["text"]])[0], atol=1e-5)
+
+
+def test_the_chat_page_remembers_turns_redacted_like_the_memory(leaky_chat, tmp_path):
+    build_memory(EmbedConfig(inputs=[str(leaky_chat)], output_dir=str(tmp_path), cache_dir=str(tmp_path / "c"),
+                             redact_pii=True))
+    chat = ChatMemory.open(tmp_path, min_score=0.1)
+    chat.remember(f"Here is my Hugging Face token hf_{'a1B2c3D4e5' * 4}, mail ann@example.org", "Thanks, revoke it.",
+                  conversation_id="s1", conversation_title="token ann@example.org")
+    remembered = [m for m in Memory.load(tmp_path).metadata if m["source"] == "chat"]
+    assert remembered[0]["text"] == "Here is my Hugging Face token [REDACTED:huggingface_token], mail [REDACTED:email]"
+    assert remembered[0]["conversation_title"] == "token [REDACTED:email]"
+    # ... and so do the memories the page shows and puts in the prompt.
+    lines = [memory_line(hit) for hit in chat.retrieve("my Hugging Face token")]
+    assert lines and not any("hf_a1B2" in line or "ann@" in line for line in lines)
