@@ -98,8 +98,9 @@ def _load_config(path: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise MemoryFilesError(f"{path} is not readable JSON ({exc}). {_REBUILD}") from exc
-    if not isinstance(config, dict) or not isinstance(config.get("embedding_model", ""), str):
-        raise MemoryFilesError(f"{path} is not a memory config (no embedding_model). {_REBUILD}")
+    if (not isinstance(config, dict) or not isinstance(config.get("embedding_model"), str)
+            or type(config.get("exact_index_max", 0)) is not int):
+        raise MemoryFilesError(f"{path} is not a memory config (embedding_model, exact_index_max). {_REBUILD}")
     return config
 
 

@@ -95,10 +95,16 @@ def test_damaged_vectors_are_a_named_memory_error(tmp_path, content, message):
     assert VECTORS_FILE in str(info.value) and "batch_embedder.py" in str(info.value)
 
 
-def test_config_that_is_not_json_is_a_named_memory_error(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is not readable JSON"),
+    ("[]", "is not a memory config"),
+    ('{"summary": {}}', "is not a memory config"),
+    ('{"embedding_model": "m", "exact_index_max": "many"}', "is not a memory config"),
+], ids=["not json", "a list", "no model", "threshold a string"])
+def test_damaged_config_is_a_named_memory_error(tmp_path, text, message):
     write_memory(tmp_path)
-    (tmp_path / "memory_config.json").write_text("{not json")
-    with pytest.raises(MemoryFilesError, match="memory_config.json is not readable JSON.*batch_embedder.py"):
+    (tmp_path / "memory_config.json").write_text(text)
+    with pytest.raises(MemoryFilesError, match=f"memory_config.json {message}.*batch_embedder.py"):
         Memory.load(tmp_path)
 
 
