@@ -57,8 +57,8 @@ def conversation_from_record(record: dict, file: str, fallback_id: str, report: 
         file=file,
         messages=messages,
         title=optional_str(record.get("title")),
-        create_time=unix_seconds(record.get("create_time")),
-        update_time=unix_seconds(record.get("update_time")),
+        create_time=unix_seconds(record.get("create_time"), report),
+        update_time=unix_seconds(record.get("update_time"), report),
     )
 
 
@@ -100,25 +100,35 @@ def _parent_links(mapping: dict) -> dict[str, str | None]:
 def _newest_leaf(mapping: dict, parents: dict[str, str | None]) -> str | None:
     """The leaf whose message is newest; among equals (or without times) the deepest, then the last listed."""
     has_child = {parent for parent in parents.values() if parent is not None}
+    depths = _depths(parents)
     best_key, best_id = None, None
     for order, (node_id, node) in enumerate(mapping.items()):
         if node_id in has_child or not isinstance(node, dict) or not isinstance(node.get("message"), dict):
             continue
         created = unix_seconds(node["message"].get("create_time"))
-        key = (created if created is not None else -math.inf, _depth(node_id, parents), order)
+        key = (created if created is not None else -math.inf, depths[node_id], order)
         if best_key is None or key > best_key:
             best_key, best_id = key, node_id
     return best_id
 
 
-def _depth(node_id: str, parents: dict[str, str | None]) -> int:
-    depth, seen = 0, {node_id}
-    parent = parents.get(node_id)
-    while parent is not None and parent not in seen:
-        seen.add(parent)
-        depth += 1
-        parent = parents.get(parent)
-    return depth
+def _depths(parents: dict[str, str | None]) -> dict[str, int]:
+    """Every node's number of ancestors, each parent link followed once (a tree of many long branches would
+    cost the square of its size if each leaf walked to the root); a node in a parent cycle counts as a root."""
+    depths: dict[str, int] = {}
+    for start in parents:
+        path: list[str] = []
+        on_path: set[str] = set()
+        node = start
+        while node is not None and node not in depths and node not in on_path:
+            on_path.add(node)
+            path.append(node)
+            node = parents.get(node)
+        depth = depths.get(node, -1) if node is not None else -1
+        for visited in reversed(path):
+            depth += 1
+            depths[visited] = depth
+    return depths
 
 
 def _visible_turn(message: Any, report: IngestReport) -> Message | None:
@@ -152,7 +162,7 @@ def _visible_turn(message: Any, report: IngestReport) -> Message | None:
     return Message(
         role=role,
         text=text,
-        timestamp=unix_seconds(message.get("create_time")),
+        timestamp=unix_seconds(message.get("create_time"), report),
         id=optional_str(message.get("id")),
         model=model if isinstance(model, str) else None,
     )

@@ -42,8 +42,8 @@ def conversation_from_record(record: dict, file: str, fallback_id: str, report: 
         file=file,
         messages=messages,
         title=optional_str(record.get("name")),
-        create_time=unix_seconds(record.get("created_at")),
-        update_time=unix_seconds(record.get("updated_at")),
+        create_time=unix_seconds(record.get("created_at"), report),
+        update_time=unix_seconds(record.get("updated_at"), report),
     )
 
 
@@ -55,7 +55,7 @@ def active_branch(chat_messages: list, leaf_uuid: Any, report: IngestReport) -> 
     report.skipped_messages += len(chat_messages) - len(by_uuid)
     leaf = by_uuid.get(leaf_uuid) if isinstance(leaf_uuid, str) else None
     if leaf is None:
-        leaf = next((m for m in reversed(chat_messages) if isinstance(m, dict) and m.get("uuid") in by_uuid), None)
+        leaf = next((m for m in reversed(chat_messages) if isinstance(m, dict) and isinstance(m.get("uuid"), str)), None)
     chain: list[dict] = []
     seen: set[str] = set()
     while leaf is not None and leaf["uuid"] not in seen:
@@ -91,7 +91,7 @@ def _visible_turn(message: Any, model: str | None, report: IngestReport) -> Mess
     return Message(
         role=role,
         text=text,
-        timestamp=unix_seconds(message.get("created_at")),
+        timestamp=unix_seconds(message.get("created_at"), report),
         id=optional_str(message.get("uuid")),
         model=model if role == "assistant" else None,
     )

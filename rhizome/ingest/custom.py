@@ -41,8 +41,8 @@ def conversation_from_record(record: dict, file: str, fallback_id: str, report: 
         file=file,
         messages=messages,
         title=_first_string(record, ("title", "name")),
-        create_time=_first_time(record, ("create_time", "created_at", "timestamp")),
-        update_time=_first_time(record, ("update_time", "updated_at")),
+        create_time=_first_time(record, ("create_time", "created_at", "timestamp"), report),
+        update_time=_first_time(record, ("update_time", "updated_at"), report),
     )
 
 
@@ -80,7 +80,7 @@ def _visible_turn(message: Any, report: IngestReport) -> Message | None:
     return Message(
         role=role,
         text=text,
-        timestamp=_first_time(message, TIMESTAMP_KEYS),
+        timestamp=_first_time(message, TIMESTAMP_KEYS, report),
         id=_first_string(message, ("id", "uuid")),
         model=optional_str(message.get("model")) if role == "assistant" else None,
     )
@@ -120,8 +120,8 @@ def _first_string(record: dict, keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _first_time(record: dict, keys: tuple[str, ...]) -> float | None:
+def _first_time(record: dict, keys: tuple[str, ...], report: IngestReport) -> float | None:
     for key in keys:
-        if (seconds := unix_seconds(record.get(key))) is not None:
+        if (seconds := unix_seconds(record.get(key), report)) is not None:
             return seconds
     return None
