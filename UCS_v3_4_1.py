@@ -11,6 +11,7 @@ import sys
 
 from rhizome.chat.cli import add_command_arguments, run
 from rhizome.chat.config import ChatConfig
+from rhizome.chat.server import ServeError
 from rhizome.config import parse_args
 from rhizome.log import setup_logging
 from rhizome.memory.embedder import ModelNotFoundError as EmbedderNotFoundError
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     setup_logging(config.verbose)
     try:
         return run(config, args.command, args.query)
-    except (MemoryFilesError, ModelNotFoundError, EmbedderNotFoundError, FileNotFoundError) as exc:
+    except (MemoryFilesError, ModelNotFoundError, EmbedderNotFoundError, FileNotFoundError, ServeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -3,14 +3,15 @@
 
     python gradio_chat_tts.py                         # http://127.0.0.1:7860, newest adapter, memory in .
     python gradio_chat_tts.py --adapter none --tts none --stt none
-    python gradio_chat_tts.py --host 0.0.0.0 --auth me:secret --port 8080
+    RHIZOME_AUTH=me:secret python gradio_chat_tts.py --host 0.0.0.0 --port 8080   # or --auth-file logins.txt
 """
 
 import sys
 
 from rhizome.chat.app import ChatPage, build_app
 from rhizome.chat.config import ChatConfig
-from rhizome.chat.server import ServeError, check_serving, describe_setup, launch, load_speech
+from rhizome.chat.server import (AUTH_ENV, ServeError, auth_on_command_line, check_serving, describe_setup, launch,
+                                 load_speech)
 from rhizome.chat.session import ChatSession
 from rhizome.config import parse_args
 from rhizome.log import setup_logging
@@ -21,6 +22,9 @@ from rhizome.train.model import ModelNotFoundError
 def main(argv=None) -> int:
     config, _ = parse_args(ChatConfig, __doc__, argv)
     setup_logging(config.verbose)
+    if auth_on_command_line(sys.argv[1:] if argv is None else argv):
+        print(f"warning: --auth puts the password on the command line, where any user of this machine can read it "
+              f"(ps); use --auth-file FILE or the {AUTH_ENV} environment variable instead", file=sys.stderr)
     try:
         check_serving(config)
         session = ChatSession.from_config(config)
@@ -31,7 +35,8 @@ def main(argv=None) -> int:
     status = describe_setup(session, stt, tts)
     print("\n".join(status + [f"Note: {notice.replace('**', '')}" for notice in notices]))
     page = ChatPage(session, stt, tts, notices=notices, status=status, voice=config.voice, speak=config.speak)
-    app = build_app(page, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    app = build_app(page, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                    max_upload_mb=config.max_upload_mb)
     try:
         url, public_url = launch(app, config)
     except ServeError as exc:

@@ -4,6 +4,9 @@
 browser); :func:`build_app` lays them out as a Gradio Blocks page. Generation runs in
 ``ChatModel.stream``'s own thread, so the Stop button (a per-browser-tab event) takes effect
 between two tokens, and the words written so far stay in the chat.
+
+What the page shows names files relative to the working folder (:func:`hide_paths`): the page and its
+``/config`` carry no absolute path of the machine it runs on.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import gradio as gr
@@ -30,6 +34,36 @@ MAX_TOKENS_LIMIT = 2048
 # Spoken replies: text goes to the voice in pieces of at least this many characters, cut after a sentence.
 MIN_SPOKEN_CHARS = 60
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+# An absolute (or ~) path in a sentence: not inside a word, a number or a URL ("http://...").
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`()<>\[\]{},;|*]+")
+# Gradio's temporary files (uploads, spoken replies): every hour those older than an hour are deleted, and
+# all of them when the page stops, so recordings of the user's voice do not outlive the page.
+CACHE_SWEEP_SECONDS = (3600, 3600)
+
+
+def shown_path(path: str | Path) -> str:
+    """How the page names a file or folder: relative to the working folder, else its last two names
+    (``…/run-finetuned/final``), never the folders above them (user name, layout of the machine)."""
+    full = Path(path).expanduser().resolve()
+    cwd, home = Path.cwd(), Path.home()
+    if full.is_relative_to(cwd):
+        return full.relative_to(cwd).as_posix()
+    in_home = full.is_relative_to(home)
+    parts = full.relative_to(home).parts if in_home else full.parts[1:]
+    if not parts:
+        return "~" if in_home else "/"
+    return "…/" + "/".join(parts[-2:])
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with each absolute path in it written as :func:`shown_path` (a sentence's final . kept)."""
+
+    def shown(match: re.Match) -> str:
+        path = match.group()
+        trail = len(path) - len(path.rstrip(".:"))
+        return shown_path(path[:len(path) - trail]) + path[len(path) - trail:]
+
+    return ABSOLUTE_PATH.sub(shown, text)
 
 
 def plain_history(history: Sequence[dict] | None) -> list[dict]:
@@ -69,7 +103,7 @@ class SpokenReply:
             clips = [clip.result() for clip in self.clips]
         except Exception as exc:  # a voice engine failure must not lose the text reply
             log.warning("text to speech failed: %s", exc)
-            gr.Warning(f"Could not speak the reply: {exc}")
+            gr.Warning(hide_paths(f"Could not speak the reply: {exc}"))
             return None
         clips = [(rate, samples) for rate, samples in clips if len(samples)]
         if not clips:
@@ -101,8 +135,8 @@ class ChatPage:
         self.session = session
         self.stt = stt
         self.tts = tts
-        self.notices = list(notices)
-        self.status = list(status)
+        self.notices = [hide_paths(line) for line in notices]
+        self.status = [hide_paths(line) for line in status]
         self.voice = voice if tts is not None and voice in tts.voices else getattr(tts, "default_voice", "")
         self.speak = bool(speak and tts is not None)
         self._stops: dict[str, threading.Event] = {}
@@ -175,7 +209,11 @@ class ChatPage:
             raise gr.Error("No audio received.")
         if self.stt is None:
             raise gr.Error("Speech to text is not available; see the notice at the top of the page.")
-        text = self.stt.transcribe(audio).strip()
+        try:
+            text = self.stt.transcribe(audio).strip()
+        except Exception as exc:  # an unreadable recording is the user's to fix, worded for the page
+            log.warning("speech to text failed", exc_info=True)
+            raise gr.Error(hide_paths(f"Could not transcribe the recording: {exc}")) from exc
         if not text:
             raise gr.Error("No speech was recognised in the recording.")
         return text, None
@@ -192,8 +230,10 @@ PAGE_CSS = """
 
 
 def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 256,
-              title: str = "RhizomeML chat") -> gr.Blocks:
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
+              title: str = "RhizomeML chat", max_upload_mb: float | None = None) -> gr.Blocks:
+    """The page; ``max_upload_mb`` is only named in the recorder's label (``launch`` enforces it)."""
+    limit = f"up to {max_upload_mb:g} MB, " if max_upload_mb else ""
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=CACHE_SWEEP_SECONDS) as app:
         gr.Markdown(f"## {title}")
         gr.Markdown("\n".join(f"- {line}" for line in page.notices), elem_id="notice", visible=bool(page.notices))
         gr.Markdown(" · ".join(page.status), elem_id="status", visible=bool(page.status))
@@ -207,7 +247,7 @@ def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 25
                     send = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
                     stop = gr.Button("Stop", elem_id="stop", variant="stop", scale=1, min_width=80)
                 voice_in = gr.Audio(sources=["microphone", "upload"], type="filepath", elem_id="voice-input",
-                                    label="Speak or upload audio (sent when transcribed)",
+                                    label=f"Speak or upload audio ({limit}sent when transcribed)",
                                     visible=page.stt is not None)
                 clear = gr.Button("Clear conversation", elem_id="clear", size="sm")
             with gr.Column(scale=2):

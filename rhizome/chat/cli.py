@@ -1,7 +1,8 @@
 """``UCS_v3_4_1.py``: inspect the chat's memory and settings, or chat in the terminal.
 
     search "question"   the memories the chat would use for this message, with scores and sources
-    config              the effective settings (defaults < --config FILE < flags) and the adapter that would load
+    config              the effective settings (defaults < --config FILE < flags, passwords left out), the login
+                        and the adapter that would load
     chat                a plain terminal chat with the same model, memory and settings as the web page
 """
 
@@ -13,6 +14,7 @@ import threading
 
 from rhizome.chat.config import ChatConfig, find_adapter
 from rhizome.chat.retrieval import ChatMemory, estimate_tokens
+from rhizome.chat.server import AUTH_ENV, load_logins
 from rhizome.config import to_dict
 from rhizome.log import get_logger
 from rhizome.memory.store import Memory
@@ -60,7 +62,16 @@ def search(config: ChatConfig, query: str | None) -> int:
 
 
 def show_config(config: ChatConfig) -> int:
-    print(json.dumps(to_dict(config), indent=2, ensure_ascii=False))
+    settings = to_dict(config)
+    # Printed settings get saved and reused with --config, and a screen is seen by others: no password in them.
+    del settings["auth"]
+    print(json.dumps(settings, indent=2, ensure_ascii=False))
+    logins = load_logins(config)
+    if logins is None:
+        print(f"Login: none (set one with --auth-file or {AUTH_ENV} before serving beyond 127.0.0.1).")
+    else:
+        users, source = logins
+        print(f"Login: user(s) {', '.join(sorted(users))} from {source} (passwords not shown).")
     _, why = find_adapter(config)
     print(why)
     return 0

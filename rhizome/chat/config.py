@@ -55,7 +55,11 @@ class ChatConfig:
     host: str = option("127.0.0.1", "address the page binds to; 0.0.0.0 exposes it to your network")
     port: int = option(7860, "port of the page")
     share: bool = option(False, "also publish a temporary public gradio.live link")
-    auth: str = option("", "require a login: user:password")
+    auth: str = option("", "require a login: user:password. Other users of this machine can read it in ps: "
+                           "prefer --auth-file or the RHIZOME_AUTH environment variable")
+    auth_file: str = option("", "require a login: a file of user:password lines (# starts a comment)")
+    max_upload_mb: float = option(25.0, "largest audio upload or recording the page accepts, in MB (MiB); a "
+                                        "larger one is refused with a message on the page")
     force_cpu: bool = option(False, "run the model on the CPU even when a GPU is available")
     verbose: bool = option(False, "debug logging")
 

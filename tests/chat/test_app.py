@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rhizome.chat.app import NO_SOURCES, ChatPage, SpokenReply, build_app, plain_history, speakable_end
+from rhizome.chat.app import (NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, plain_history, shown_path,
+                              speakable_end)
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
@@ -149,3 +150,39 @@ def test_spoken_reply_is_synthesised_while_the_text_streams(session):
     page = ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
     *_, (chat, _, audio) = page.reply([{"role": "user", "content": "Hi"}], 1.0, 12, speak=True)
     assert chat[-1]["content"] and audio[0] == 24000 and len(audio[1]) > 0
+
+
+def test_paths_are_shown_relative_to_the_working_folder_or_by_their_last_two_names(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "memory").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    assert shown_path(project / "memory" / "memory_texts.npy") == "memory/memory_texts.npy"
+    assert shown_path(project) == "."
+    assert shown_path(tmp_path / "runs" / "smol-finetuned" / "final") == "…/smol-finetuned/final"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert shown_path(tmp_path / "home" / "memory") == "…/memory", "the home folder's name is a user name"
+    assert shown_path("~") == "~"
+
+    line = (f"Adapter {tmp_path}/runs/smol-finetuned/final over {project}/models/smol. Memory: 4 items "
+            f"({project}/memory/memory_texts.npy); see https://example.org/a/b, pp. 3/4 and ~/notes.")
+    assert hide_paths(line) == ("Adapter …/smol-finetuned/final over models/smol. Memory: 4 items "
+                                "(memory/memory_texts.npy); see https://example.org/a/b, pp. 3/4 and …/notes.")
+
+
+def test_status_and_notices_on_the_page_name_no_absolute_path(session, tmp_path):
+    page = ChatPage(session, notices=[f"**Voice input is off**: no Vosk model in {tmp_path}/vosk."],
+                    status=[f"Memory: 4 items ({tmp_path}/memory_texts.npy)."])
+    shown = {c.elem_id: c.value for c in build_app(page).blocks.values() if getattr(c, "elem_id", None)}
+    assert str(tmp_path) not in shown["notice"] + shown["status"]
+    assert f"…/{tmp_path.name}/vosk." in shown["notice"] and f"…/{tmp_path.name}/memory_texts.npy" in shown["status"]
+
+
+def test_an_unreadable_recording_is_a_message_on_the_page_without_its_folder(session, tmp_path):
+    from rhizome.chat.stt import load_stt
+
+    take = tmp_path / "take.wav"
+    take.write_bytes(b"RIFF" + b"not audio" * 20)
+    with pytest.raises(gr.Error) as error:
+        ChatPage(session, stt=load_stt("whisper")).transcribe(str(take))
+    assert "Could not transcribe the recording" in error.value.message and "take.wav" in error.value.message
+    assert str(tmp_path) not in error.value.message

@@ -51,3 +51,21 @@ def test_config_prints_the_effective_settings_and_the_adapter_choice(tmp_path, c
     assert "No trained adapter found" in out
     assert ucs.main(["config", "--adapter", "nowhere"]) == 2
     assert "no adapter_config.json" in capsys.readouterr().err
+
+
+def test_config_never_prints_a_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ucs.main(["config", "--auth", "me:hunter2"]) == 0
+    out = capsys.readouterr().out
+    settings = json.loads(out[:out.rindex("}") + 1])
+    assert "hunter2" not in out and "auth" not in settings, "the printed settings are saved and reused as --config"
+    assert "Login: user(s) me from --auth (passwords not shown)." in out
+
+    monkeypatch.setenv("RHIZOME_AUTH", "you:pass word")
+    assert ucs.main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "pass word" not in out and "Login: user(s) you from RHIZOME_AUTH" in out
+    (tmp_path / "logins.txt").write_text("me:hunter2\nbroken line\n")
+    assert ucs.main(["config", "--auth-file", "logins.txt"]) == 2
+    err = capsys.readouterr().err
+    assert "line 2 of --auth-file logins.txt" in err and "hunter2" not in err
