@@ -145,6 +145,18 @@ def test_deeply_nested_tuple_is_refused_before_it_is_hashed(tmp_path):
     assert "refused:" in done.stdout and "nested more than" in done.stdout
 
 
+@pytest.mark.parametrize("level", [
+    b"h\x00\x85",  # (previous,)
+    b"(]h\x00ai" + b"builtins\ntuple\n",  # INST: tuple([previous])
+    b"\x8c\x08builtins\x8c\x05tuple\x93]h\x00a\x85R",  # REDUCE: tuple([previous])
+], ids=["TUPLE1", "INST", "REDUCE"])
+def test_tuples_nested_deeper_than_any_file_holds_are_refused_however_they_are_built(tmp_path, level):
+    path = tmp_path / "m.pkl"
+    path.write_bytes(PROTO5 + b"Nq\x000" + (level + b"q\x000") * 101 + b"h\x00.")  # memo 0: the latest level
+    with pytest.raises(safe_pickle.UnsafePickleError, match="nested more than 100 deep"):
+        safe_pickle.load(path)
+
+
 def test_copies_that_expand_far_beyond_the_file_are_refused(tmp_path):
     # A 100,000-item list, then list() of it 1,000 times through the memo: 800 MB of copies from a 0.2 MB file.
     data = bytearray(PROTO5 + b"\x8c\x08builtins\x8c\x04list\x93\x94(")  # memo 0: list
