@@ -109,6 +109,22 @@ def test_secrets_never_reach_a_training_file(workdir, tmp_path):
     assert key in (workdir / "kept" / "dataset_train.jsonl").read_text()
 
 
+def test_redact_pii_keeps_personal_data_out_of_the_training_files(workdir, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Please write to ann.lee@example.org or call +44 20 7946 09{i:02d} about "
+                                    f"the hive inspection on Saturday, visit {i}."},
+        {"role": "assistant", "content": f"I will draft a short note about the inspection for you, version {i}, "
+                                         "and suggest a time in the morning when the bees are calm."}]}) + "\n"
+        for i in range(4)), encoding="utf-8")
+    metadata = run(config_for(workdir, "pii", inputs=[str(chat)], redact_pii=True))
+    text = "".join(p.read_text() for p in (workdir / "pii").glob("*.jsonl"))
+    assert "ann.lee@" not in text and "7946" not in text and "[REDACTED:email]" in text
+    assert metadata["personal_data_redacted"] == {"email": 4, "phone": 4} and metadata["secrets_redacted"] == {}
+    run(config_for(workdir, "pii_kept", inputs=[str(chat)]))  # off by default
+    assert "ann.lee@example.org" in (workdir / "pii_kept" / "dataset_train.jsonl").read_text()
+
+
 def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="pdf_to_json.py"):
