@@ -228,6 +228,7 @@ PII_PATTERNS: tuple[Pattern, ...] = (
         rf"){_NUMBER_END}"), accept=_phone_ok),
 )
 PII_KINDS = frozenset(pattern.kind for pattern in PII_PATTERNS)
+_DIGIT = re.compile(r"\d")
 
 
 def redact_pii(text: str, counts: Counter | None = None) -> str:
@@ -238,7 +239,7 @@ def redact_pii(text: str, counts: Counter | None = None) -> str:
     with a trunk 0 in groups, ``020 7946 0958``, ``06 12 34 56 78``). Dates, times, version numbers,
     IP addresses and plain runs of digits are left alone.
     """
-    if not any(char.isdigit() for char in text) and "@" not in text:
+    if "@" not in text and not _DIGIT.search(text):
         return text
     for pattern in PII_PATTERNS:
         if not pattern.triggers or any(trigger in text for trigger in pattern.triggers):
