@@ -1,0 +1,65 @@
+"""In a real headless Chromium: an audio file over --max-upload-mb is refused on the page with a message
+naming the limit, and nothing reaches the server. Skipped without chromium (see test_browser.py)."""
+
+import tempfile
+import wave
+
+import pytest
+from test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _require_browser, _wait, free_port
+
+from rhizome.chat.app import ChatPage, build_app
+from rhizome.chat.config import ChatConfig
+from rhizome.chat.llm import ChatModel
+from rhizome.chat.retrieval import ChatMemory
+from rhizome.chat.server import launch
+from rhizome.chat.session import ChatSession
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def page_url(tiny_chat_model_dir, small_memory_dir):
+    _require_browser()
+    from rhizome.chat.stt import load_stt
+
+    config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, port=free_port(), max_upload_mb=0.05)
+    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
+    session = ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens))
+    app = build_app(ChatPage(session, stt=load_stt("whisper")), max_upload_mb=config.max_upload_mb)
+    url, _ = launch(app, config)
+    yield url, app
+    app.close(verbose=False)
+
+
+def test_an_upload_over_the_limit_gets_a_message_on_the_page(page_url, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    url, app = page_url
+    long_take = tmp_path / "long_take.wav"
+    with wave.open(str(long_take), "wb") as out:  # 3 s of silence at 16 kHz: 96 KB, over the 51 KB limit
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\0\0" * 48000)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="rhizome-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            browser.get(url)
+            label = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input")).text
+            assert "up to 0.05 MB" in label
+            _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR,
+                                                    '#voice-input button[aria-label="Upload file"]')).click()
+            browser.find_element(By.CSS_SELECTOR, '#voice-input input[type="file"]').send_keys(str(long_take))
+            toast = _wait(browser, lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")
+                                              if "exceed" in t.text])
+        finally:
+            browser.quit()
+    assert "maximum allowed size of 51.2 Kb" in toast[0] and "long_take.wav" in toast[0]
+    assert not app.upload_file_set, "the page refused the file before sending it"
