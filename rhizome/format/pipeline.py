@@ -37,7 +37,7 @@ from rhizome.format.records import Pair
 from rhizome.format.semantic_memory import SemanticMemory
 from rhizome.format.steps import StepLog
 from rhizome.ingest import IngestReport, iter_conversations
-from rhizome.inputs import INPUTS_HELP, default_inputs, load_pdf_chunks, split_inputs
+from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, load_embedder
 from rhizome.redact import PII_KINDS, REDACT_HELP, REDACT_PII_HELP, Redaction
@@ -56,7 +56,7 @@ class FormatError(SystemExit):
 
 
 @dataclass
-class FormatConfig:
+class FormatConfig(InputOptions):
     inputs: list[str] = option(default_factory=list, positional=True, metavar="FILE", help=INPUTS_HELP)
     output_dir: str = option("data_finetune", "folder for the dataset files")
     input_memory_texts: str = option("memory_texts.npy", "vectors from batch_embedder.py to reuse (with "
@@ -116,7 +116,7 @@ def run(config: FormatConfig) -> dict[str, Any]:
     conversation_files, pdf_files = split_inputs(inputs)
     report = IngestReport()
     with steps.step("load", len(inputs)) as step:
-        conversations = list(progress(iter_conversations(conversation_files, report),
+        conversations = list(progress(iter_conversations(conversation_files, report, config.input_limits()),
                                       desc="load conversations", unit="conv"))
         chunks = load_pdf_chunks(pdf_files, report)
         known = memory_vectors(config.input_memory_texts, config.embedding_model)

@@ -11,12 +11,12 @@ branch, user and assistant text; never system prompts, custom instructions,
 tool traffic or reasoning. Large files are streamed one conversation at a time.
 """
 
-from rhizome.ingest.records import Conversation, IngestReport, Message
+from rhizome.ingest.records import Conversation, IngestReport, InputLimits, Message
 from rhizome.ingest.sources import (
     DEFAULT_CONVERSATION_FILES, detect_format, iter_conversations, load_conversations, record_format,
 )
 
 __all__ = [
-    "DEFAULT_CONVERSATION_FILES", "Conversation", "IngestReport", "Message",
+    "DEFAULT_CONVERSATION_FILES", "Conversation", "IngestReport", "InputLimits", "Message",
     "detect_format", "iter_conversations", "load_conversations", "record_format",
 ]

@@ -23,7 +23,7 @@ from rhizome import atomic
 from rhizome.config import option, save_config
 from rhizome.device import detect_device
 from rhizome.ingest import Conversation, IngestReport, iter_conversations
-from rhizome.inputs import INPUTS_HELP, default_inputs, load_pdf_chunks, split_inputs
+from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory import index as faiss_index
 from rhizome.memory.embedder import (
@@ -37,7 +37,7 @@ from rhizome.redact import REDACT_HELP, REDACT_PII_HELP, Redaction
 log = get_logger(__name__)
 
 @dataclass
-class EmbedConfig:
+class EmbedConfig(InputOptions):
     inputs: list[str] = option(default_factory=list, positional=True, metavar="FILE", help=INPUTS_HELP)
     output_dir: str = option(".", "folder for memory_texts.npy, memory_metadata.pkl, memory_index.faiss", flag="-o")
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL,
@@ -139,7 +139,7 @@ def build_memory(config: EmbedConfig) -> dict:
     redacted: Counter = Counter()
     items: list[dict] = []
     if conversation_files:
-        conversations = iter_conversations(conversation_files, report)
+        conversations = iter_conversations(conversation_files, report, config.input_limits())
         if redaction:
             conversations = redacted_conversations(conversations, redaction, redacted)
         items.extend(items_from_conversations(progress(conversations, desc="conversations", unit="conv"), splitter))
