@@ -244,7 +244,7 @@ def _peek_format(source: Source, layout: Layout) -> str:
 
 def _peek_json_format(source: Source) -> str:
     """Decide from the keys of the first records, reading at most PEEK_BYTES; never parses the whole file."""
-    raw, reader, _ = open_reader(source, limit=PEEK_BYTES)
+    raw, reader, _ = open_reader(source, limit=PEEK_BYTES, guard=JsonGuard())
     record_keys: dict[str, set[str]] = {}
     records_seen = 0
     with raw:

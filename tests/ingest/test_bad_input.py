@@ -45,10 +45,10 @@ def write_json(path, records):
 DEEP_SCRIPT = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))  # 2 GB: unbounded growth fails, not the machine
-from rhizome.ingest import IngestReport, iter_conversations
+from rhizome.ingest import IngestReport, detect_format, iter_conversations
 report = IngestReport()
 ids = [c.id for c in iter_conversations(sys.argv[1:], report)]
-print(json.dumps({"ids": ids, "errors": report.errors}))
+print(json.dumps({"ids": ids, "errors": report.errors, "formats": [detect_format(p) for p in sys.argv[1:]]}))
 """
 
 
@@ -57,13 +57,17 @@ def test_json_nested_100000_deep_is_reported_in_bounded_memory(tmp_path):
     deep = tmp_path / "deep.json"
     good = json.dumps(claude("before", "kept before the damage", "yes"))
     deep.write_text(f"[{good}, " + "[" * 100_000 + "]" * 100_000 + f", {json.dumps(claude('after', 'a', 'b'))}]")
+    unclosed = tmp_path / "unclosed.json"
+    unclosed.write_text("[" * 200_000)  # nothing before the depth: the format peek meets it first
     other = write_json(tmp_path / "other.json", [claude("next", "the next file is read", "yes")])
-    done = subprocess.run([sys.executable, "-c", DEEP_SCRIPT, str(deep), str(other)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", DEEP_SCRIPT, str(deep), str(unclosed), str(other)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["ids"] == ["before", "next"]
-    [(file, reason)] = result["errors"]
+    assert result["formats"] == ["claude", "unknown", "claude"]
+    [(file, reason), (second, second_reason)] = result["errors"]
+    assert second == str(unclosed) and "at byte 256 (nested deeper than 256 levels" in second_reason
     assert file == str(deep)
     offset = len(f"[{good}, ") + 255  # the bracket that opens level 257
     assert f"at byte {offset} (nested deeper than 256 levels" in reason
