@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     config, args = parse_args(ChatConfig, __doc__, argv, extra=add_command_arguments)
     setup_logging(config.verbose)
     try:
-        return run(config, args.command, args.query)
+        return run(config, args.command, args.query, stats=args.stats)
     except (MemoryFilesError, ModelNotFoundError, EmbedderNotFoundError, FileNotFoundError, ServeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

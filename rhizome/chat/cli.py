@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 
 from rhizome.chat.config import ChatConfig, find_adapter
 from rhizome.chat.retrieval import ChatMemory, estimate_tokens
@@ -28,6 +29,9 @@ COMMANDS = ("search", "config", "chat")
 def add_command_arguments(parser) -> None:
     parser.add_argument("command", choices=COMMANDS, help="what to do (see above)")
     parser.add_argument("query", nargs="?", default=None, help="the question to search the memory for")
+    parser.add_argument("--stats", action="store_true",
+                        help="chat: after each reply print prompt_tokens=, ttft_ms= (from the message), decode_tok_s=, "
+                             "engine=")
 
 
 def _chat_tokenizer_counter(config: ChatConfig):
@@ -77,37 +81,54 @@ def show_config(config: ChatConfig) -> int:
     return 0
 
 
-def chat(config: ChatConfig) -> int:
+def chat(config: ChatConfig, stats: bool = False) -> int:
+    """Messages from the keyboard, or one per line from standard input when it is not a terminal (piped in): then
+    only replies (and --stats lines) go to standard output, so a script can read them."""
     from rhizome.chat.session import ChatSession, format_sources
 
+    interactive = sys.stdin.isatty()
     session = ChatSession.from_config(config)
-    print("\n".join(session.notes) + "\nType a message; an empty line or Ctrl+D quits, Ctrl+C stops a reply.")
+    if interactive:
+        print("\n".join(session.notes) + "\nType a message; an empty line or Ctrl+D quits, Ctrl+C stops a reply.")
+    else:
+        print("\n".join(session.notes), file=sys.stderr)
     history: list[dict] = []
+    piped = (line.strip() for line in sys.stdin if line.strip())
     while True:
         try:
-            message = input("\nyou> ").strip()
-        except EOFError:
+            message = input("\nyou> ").strip() if interactive else next(piped)
+        except (EOFError, StopIteration):
             break
         if not message:
             break
         stop, reply, hits = threading.Event(), "", []
-        print("bot> ", end="", flush=True)
+        started, first_token = time.perf_counter(), None
+        if interactive:
+            print("bot> ", end="", flush=True)
         try:
             for reply_so_far, hits in session.respond(message, history, stop_event=stop):
+                if reply_so_far and first_token is None:
+                    first_token = time.perf_counter() - started
                 print(reply_so_far[len(reply):], end="", flush=True)
                 reply = reply_so_far
         except KeyboardInterrupt:
             stop.set()
         print()
-        if hits:
+        if stats:
+            done = session.model.last_stats
+            ttft = f"{first_token * 1e3:.0f}" if first_token is not None else "nan"
+            print(f"prompt_tokens={done.prompt_tokens} ttft_ms={ttft} decode_tok_s={done.decode_tokens_per_s:.1f} "
+                  f"engine={session.model.engine.replace(' ', '-')}", flush=True)
+        if hits and interactive:
             print("Memories used:\n" + format_sources(hits).replace("**", "").replace("\\", ""))
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+    session.wait_for_memory()
     return 0
 
 
-def run(config: ChatConfig, command: str, query: str | None) -> int:
+def run(config: ChatConfig, command: str, query: str | None, stats: bool = False) -> int:
     if command == "search":
         return search(config, query)
     if command == "config":
         return show_config(config)
-    return chat(config)
+    return chat(config, stats)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rhizome.chat.config import ChatConfig, find_adapter
-from rhizome.chat.llm import ChatModel
+from rhizome.chat.llm import ChatEngine, load_chat_model
 from rhizome.chat.retrieval import ChatMemory, build_messages, plain_text
 from rhizome.log import get_logger
 from rhizome.memory.store import Hit
@@ -33,7 +33,7 @@ TEMPLATE_TOKENS_PER_MESSAGE = 8  # role header and end-of-turn markers the chat 
 
 
 class ChatSession:
-    def __init__(self, config: ChatConfig, model: ChatModel, memory: ChatMemory, notes: list[str] | None = None):
+    def __init__(self, config: ChatConfig, model: ChatEngine, memory: ChatMemory, notes: list[str] | None = None):
         self.config = config
         self.model = model
         self.memory = memory
@@ -44,9 +44,9 @@ class ChatSession:
     @classmethod
     def from_config(cls, config: ChatConfig) -> ChatSession:
         adapter, why = find_adapter(config)
-        model = ChatModel.load(config.base_model, adapter, force_cpu=config.force_cpu)
+        model, engine = load_chat_model(config.base_model, adapter, engine=config.engine, force_cpu=config.force_cpu)
         memory = ChatMemory.from_config(config, count_tokens=model.count_tokens)
-        return cls(config, model, memory, notes=[why, f"Model: {model.description}.", memory.status])
+        return cls(config, model, memory, notes=[why, f"Model: {model.description}.", engine, memory.status])
 
     def conversation(self, history: list[dict], user_message: str) -> tuple[str, str, int]:
         """(id, title, turn number) of the conversation ``user_message`` continues."""
