@@ -3,7 +3,7 @@
 
     python export_model.py                                  # newest *-finetuned/final here -> <run>/merged
     python export_model.py SmolLM2-135M-Instruct-finetuned  # a run folder (its final/), best/ or checkpoint-N/
-    python export_model.py run/final -o my-model --gguf-type q8_0
+    python export_model.py run/final -o my-model --gguf-type q4_0   # or q8_0, f32; default f16
     python export_model.py run/final --no-gguf --dtype bfloat16
 """
 

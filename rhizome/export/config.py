@@ -19,8 +19,9 @@ class ExportConfig:
                         choices=["auto", "float32", "float16", "bfloat16"])
     gguf: bool = option(True, "also write a GGUF file for llama.cpp / Ollama (Llama-family models)")
     gguf_type: str = option("f16", "GGUF tensor type: f16 (half the size, what llama.cpp's converter writes by "
-                                   "default), f32 (exact) or q8_0 (8-bit, a quarter of f32)",
-                            choices=["f16", "f32", "q8_0"])
+                                   "default), f32 (exact), q8_0 (8-bit, a quarter of f32) or q4_0 (4-bit, an eighth; "
+                                   "output matrix in q8_0). k-quants (q4_k_m): run llama.cpp's llama-quantize "
+                                   "on the f16 file", choices=["f16", "f32", "q8_0", "q4_0"])
     verify: bool = option(True, "check the export: greedy text and logits of the merged model (and the GGUF read "
                                 "back with transformers) against base + adapter")
     overwrite: bool = option(False, "replace an existing output folder")

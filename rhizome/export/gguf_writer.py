@@ -5,7 +5,8 @@ TinyLlama-style configs with a byte-level BPE tokenizer): the same tensor names 
 name map), the same query / key row permutation (llama.cpp applies rotary embeddings to interleaved pairs,
 Hugging Face to the two halves of each head), hyperparameters under ``llama.*`` and the tokenizer as
 ``gpt2`` BPE tokens, merges, special ids and chat template. 1-D tensors (norms) stay fp32 as llama.cpp
-expects; matrices are written as f32, f16 or q8_0 (quantised with the ``gguf`` package's reference code).
+expects; matrices are written as f32, f16, q8_0 or q4_0 (quantised with the ``gguf`` package's reference code;
+in q4_0 the output matrix stays q8_0, as llama-quantize keeps it at 6+ bits).
 
 Anything else (another architecture, a SentencePiece tokenizer, a pre-tokenizer we do not recognise) is
 refused with a pointer to llama.cpp's converter rather than written half right.
@@ -23,8 +24,13 @@ from rhizome.log import get_logger, progress
 
 log = get_logger(__name__)
 
-GGUF_TYPES = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}
-FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
+# What the gguf package can write: its reference quantisers cover the legacy block types (q4_0 ... q8_0);
+# the k-quants (q4_k_m ...) it can only read, so those come from llama.cpp's llama-quantize.
+GGUF_TYPES = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
+FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
+# llama-quantize keeps the output matrix (the token embeddings when tied) at 6+ bits in 4-bit files: every
+# logit goes through it. q6_k cannot be written here, so it is q8_0.
+OUTPUT_TYPE_4BIT = "Q8_0"
 
 # Hugging Face pre-tokenizer (tokenizer.json) -> llama.cpp's name for the same splitting rule.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -129,7 +135,6 @@ def write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, gguf_type: str
 
     config = model.config
     pre = check_supported(config, tokenizer_dir)
-    qtype = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[gguf_type])
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
@@ -152,14 +157,18 @@ def write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, gguf_type: str
     _tokenizer_metadata(writer, gguf, tokenizer, tokenizer_dir, config.vocab_size, pre)
 
     tensors = _tensors(model, gguf)
+    output_names = ("output.weight",) if any(n == "output.weight" for n, _ in tensors) else ("token_embd.weight",)
     for tensor_name, tensor in progress(tensors, desc=f"GGUF {gguf_type}", unit="tensor"):
         data = tensor.numpy()
+        qtype = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[gguf_type])
+        if gguf_type == "q4_0" and tensor_name in output_names:
+            qtype = getattr(gguf.GGMLQuantizationType, OUTPUT_TYPE_4BIT)
         if data.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(tensor_name, data.astype(np.float32))
         elif qtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(tensor_name, data.astype(np.float16))
         elif data.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
-            writer.add_tensor(tensor_name, data.astype(np.float16))  # rows not a whole number of q8_0 blocks
+            writer.add_tensor(tensor_name, data.astype(np.float16))  # rows not a whole number of blocks
         else:
             writer.add_tensor(tensor_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
     writer.write_header_to_file()

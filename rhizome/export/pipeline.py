@@ -21,12 +21,15 @@ from rhizome import atomic
 from rhizome.config import save_config
 from rhizome.export.config import ExportConfig
 from rhizome.export.gguf_writer import GGUFUnsupportedError, gguf_outputs, write_gguf
+from rhizome.export.modelfile import Modelfile, build_modelfile
 from rhizome.export.merge import AdapterInfo, ExportError, compare, describe_adapter, load_merged, reference_outputs
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Ollama reserves the KV cache for num_ctx up front: a 128k-token model would ask for gigabytes by default.
+MAX_NUM_CTX = 8192
 
 
 @dataclass
@@ -38,6 +41,7 @@ class ExportResult:
     gguf_file: Path | None = None
     gguf_bytes: int = 0
     gguf_skipped: str = ""
+    modelfile: Modelfile | None = None
     checks: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
 
@@ -78,14 +82,6 @@ def model_card(info: AdapterInfo, result: ExportResult, config: ExportConfig) ->
     return "\n".join(lines)
 
 
-def modelfile(gguf_name: str, tokenizer) -> str:
-    lines = [f"FROM ./{gguf_name}"]
-    # Ollama takes the chat template from the GGUF; the stop token keeps it from running past a reply.
-    if tokenizer.eos_token:
-        lines.append(f'PARAMETER stop "{tokenizer.eos_token}"')
-    return "\n".join(lines) + "\n"
-
-
 def run(config: ExportConfig) -> ExportResult:
     logging.getLogger("gguf").setLevel(logging.WARNING)  # it logs the whole chat template and vocabulary
     timings: dict = {}
@@ -115,7 +111,9 @@ def run(config: ExportConfig) -> ExportResult:
             try:
                 result.gguf_bytes = write_gguf(merged, tokenizer, tokenizer_dir, result.gguf_file, config.gguf_type,
                                                name=output.name)
-                atomic.write_text(folder / "Modelfile", modelfile(result.gguf_file.name, tokenizer))
+                result.modelfile = build_modelfile(result.gguf_file.name, tokenizer, merged.generation_config,
+                                                   min(int(merged.config.max_position_embeddings), MAX_NUM_CTX))
+                atomic.write_text(folder / "Modelfile", result.modelfile.text())
             except GGUFUnsupportedError as exc:
                 log.warning("no GGUF written: %s", exc)
                 result.gguf_file, result.gguf_skipped = None, str(exc)
@@ -157,6 +155,10 @@ def summary_lines(result: ExportResult) -> list[str]:
              f"Hugging Face folder: {out} ({_size(result.model_bytes)} of {result.dtype} weights)"]
     if result.gguf_file:
         lines.append(f"GGUF: {result.gguf_file} ({_size(result.gguf_bytes)})")
+    if result.modelfile is not None:
+        spec = result.modelfile
+        lines.append(f"Modelfile: {'ChatML TEMPLATE' if spec.template else 'no TEMPLATE (' + spec.note + ')'}, "
+                     f"stops {', '.join(spec.stops)}" + (", SYSTEM from the chat template" if spec.system else ""))
     elif result.gguf_skipped:
         lines.append(f"GGUF: not written ({result.gguf_skipped})")
     for name, check in result.checks.items():
