@@ -290,17 +290,26 @@ def odd_files(corpus: Corpus) -> None:
 
 
 STRUCTURAL = b'[]{}",:\\0123456789-eE. \n'
+SPLICES = [b"\\udc00", b"\\ud83d", b"9" * 25, b"-1e999", b"[" * 300, b"{" * 300, b'"', b"\\", b"null", b"{}",
+           b'"mapping": []', b'"chat_messages": {}', b'"uuid": [1]', b'"create_time": 1e300', b"\xed\xa0\x80"]
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
-    """A truncation, or one to eight bytes replaced (half of them by JSON's structural characters)."""
-    if rng.random() < 0.4:
+    """A truncation, one to eight bytes replaced (half of them by JSON's structural characters), or a splice:
+    a known troublemaker or a slice of the file itself inserted at a random place."""
+    choice = rng.random()
+    if choice < 0.3:
         return data[:rng.randrange(len(data))]
-    damaged = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        position = rng.randrange(len(damaged))
-        damaged[position] = rng.choice(STRUCTURAL) if rng.random() < 0.5 else rng.randrange(256)
-    return bytes(damaged)
+    if choice < 0.7:
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(len(damaged))
+            damaged[position] = rng.choice(STRUCTURAL) if rng.random() < 0.5 else rng.randrange(256)
+        return bytes(damaged)
+    start = rng.randrange(len(data))
+    piece = rng.choice(SPLICES) if rng.random() < 0.6 else data[start:start + rng.randint(1, 2000)]
+    position = rng.randrange(len(data))
+    return data[:position] + piece + data[position:]
 
 
 def mutations(corpus: Corpus, count: int) -> None:

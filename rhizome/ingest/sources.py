@@ -420,6 +420,10 @@ class _TooLong:
 def _report_repairs(repairs: Repairs, report: IngestReport, name: str) -> None:
     if repairs.surrogates:
         report.repaired["lone_surrogate"] += repairs.surrogates
+    if repairs.bad_bytes:
+        report.repaired["not_utf8_byte"] += repairs.bad_bytes
+        _fail(report, name, f"{repairs.bad_bytes} byte{'s' if repairs.bad_bytes > 1 else ''} that are not UTF-8 "
+                            "text read as '?'")
     if repairs.numbers:
         report.repaired["number_out_of_range"] += repairs.numbers
         _fail(report, name, f"{repairs.numbers} number{'s' if repairs.numbers > 1 else ''} beyond what any field "

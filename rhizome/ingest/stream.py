@@ -85,6 +85,7 @@ _STRING_BODY = re.compile(rb'[^"\\]*')
 _OUTSIDE = re.compile(rb'[^"\[\]{}0-9\-]*')
 _NUMBER = re.compile(rb'-?[0-9]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]*)?')
 _UNICODE_ESCAPE = re.compile(rb'\\u([0-9a-fA-F]{4})')
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _SURROGATE_ESCAPE = re.compile(rb'\\u[dD][89a-fA-F]')
 # Numbers that may be beyond int64 / double range show as 19 digits in a row or a 3-digit exponent; searched
 # for in a translated copy (digits -> 0, e/E -> e, signs -> +) because bytes.find is ten times faster than re.
@@ -103,6 +104,7 @@ class Repairs:
 
     numbers: int = 0  # number literals beyond int64 / double range, read as null
     surrogates: int = 0  # lone UTF-16 surrogate escapes ("\\udc00"), read as U+FFFD
+    bad_bytes: int = 0  # bytes that are not UTF-8 (an encoded surrogate, an overlong form), read as "?"
     first_number_at: int | None = None
 
 
@@ -113,11 +115,12 @@ class JsonGuard:
     avoids: memory that grows with the square of the nesting depth (200 KB of
     ``[`` takes over 24 GB), "integer overflow" for integers beyond int64 or
     doubles beyond 1.8e308 (ending the file there), and a UnicodeDecodeError
-    for a lone surrogate escape. The guard stops the stream where nesting
-    passes ``max_depth`` (:attr:`too_deep_at`), writes ``null`` padded with
-    spaces over an out-of-range number and ``\\ufffd`` over a lone surrogate
-    escape: every replacement has the original's length, so byte offsets in
-    error messages stay true. Most chunks take the fast path (C-speed regex
+    for a lone surrogate escape or for bytes yajl lets through that are not
+    UTF-8. The guard stops the stream where nesting passes ``max_depth``
+    (:attr:`too_deep_at`), writes ``null`` padded with spaces over an
+    out-of-range number, ``\\ufffd`` over a lone surrogate escape and ``?``
+    over each byte that is not UTF-8: every replacement has the original's
+    length, so byte offsets in error messages stay true. Most chunks take the fast path (C-speed regex
     and numpy); only chunks holding a surrogate escape or a long number, or
     passing the depth limit, are walked token by token.
     """
@@ -141,15 +144,32 @@ class JsonGuard:
         if self.stopped_at is not None:
             return b""
         data = self._held + chunk if self._held else chunk
+        unfinished = b""  # a multi-byte character cut by the chunk's end
+        if not data.isascii():
+            if not final:
+                complete = _complete_utf8(data)
+                data, unfinished = data[:complete], data[complete:]
+            data = self._utf8(data)
         cut = self._fast(data, final)
         if cut is None:
             data, cut = self._careful(data, final)
-        self._held = data[cut:] if self.stopped_at is None else b""
+        self._held = data[cut:] + unfinished if self.stopped_at is None else b""
         if len(self._held) > _MAX_HELD_BYTES:
             self.number_too_long_at = self.passed + cut
             self._held = b""
         self.passed += cut
         return data[:cut] if cut < len(data) else data
+
+    def _utf8(self, data: bytes) -> bytes:
+        try:
+            data.decode("utf-8")
+            return data
+        except UnicodeDecodeError:
+            pass
+        # surrogateescape turns each bad byte into one stand-in character, so "?" keeps the length in bytes.
+        text, bad = _ESCAPED_BYTE.subn("?", data.decode("utf-8", "surrogateescape"))
+        self.repairs.bad_bytes += bad
+        return text.encode("utf-8")
 
     def _fast(self, data: bytes, final: bool) -> int | None:
         """Where to cut ``data`` (state updated to that point), or None when it needs the careful scan."""
@@ -235,6 +255,18 @@ class JsonGuard:
                     self.repairs.numbers += 1
                 pos = end
         return bytes(out), size
+
+
+def _complete_utf8(data: bytes) -> int:
+    """The length of ``data`` without a multi-byte character its end cuts short."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # the lead byte says how long its character is
+            length = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) - back if length > back else len(data)
+    return len(data)
 
 
 def _string_cut(data: bytes, body_start: int) -> int:
@@ -395,6 +427,7 @@ def iter_json_records(source: Source, layout: Layout, repairs: Repairs | None = 
     else:
         repairs.numbers += first_pass.numbers
         repairs.surrogates += first_pass.surrogates
+        repairs.bad_bytes += first_pass.bad_bytes
         repairs.first_number_at = first_pass.first_number_at
 
 
@@ -496,11 +529,7 @@ def iter_jsonl_records(source: Source, repairs: Repairs | None = None) -> Iterat
                 yield number, BadLine(number, guard.too_deep_at,
                                       f"nested deeper than {guard.max_depth} levels")
                 continue
-            try:
-                text = line.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                yield number, BadLine(number, start + exc.start, "not UTF-8 text")
-                continue
+            text = line.decode("utf-8").rstrip("\r\n")  # the guard left only UTF-8
             try:
                 yield number, json.loads(text)
             except json.JSONDecodeError as exc:

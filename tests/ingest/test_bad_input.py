@@ -19,6 +19,7 @@ import pytest
 
 from rhizome.ingest import IngestReport, InputLimits, iter_conversations, load_conversations
 from rhizome.ingest.chatgpt import active_branch
+from rhizome.ingest.stream import JsonGuard
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,6 +173,32 @@ def test_lone_surrogates_are_replaced_in_json_and_jsonl(tmp_path):
         for message in conversation.messages:
             message.text.encode("utf-8")  # what the embedder's cache key and write_jsonl do
     assert report.repaired["lone_surrogate"] == 3
+
+
+def test_bytes_that_are_not_utf8_are_read_as_question_marks(tmp_path):
+    # yajl lets an encoded surrogate and an overlong form through; Python's decoder then stopped the file.
+    records = json.dumps([claude("c1", "x", "y"), claude("c2", "BAD", "z"), claude("c3", "p", "q")]).encode()
+    path = tmp_path / "conversations.json"
+    path.write_bytes(records.replace(b"BAD", b"a\xed\xa0\x80b\xc0\x80c"))
+    report = IngestReport()
+    conversations = load_conversations([path], report)
+    assert [c.id for c in conversations] == ["c1", "c2", "c3"]
+    assert conversations[1].messages[0].text == "a???b??c"
+    assert report.repaired["not_utf8_byte"] == 5
+
+
+def test_the_guard_hands_valid_json_on_unchanged_however_it_is_cut():
+    # ensure_ascii writes 🌱 as a surrogate pair of escapes; the other copy keeps the UTF-8 bytes
+    value = [{"text": 'quote " backslash \\ tab \t é 東京 🌱', "n": [1, -2.5e10, 2 ** 62],
+              "deep": [[[{"a": None, "b": True}]]], "key \\": "\\\\"}] * 3
+    data = f"[{json.dumps(value, ensure_ascii=False)}, {json.dumps(value)}]".encode()
+    for size in (1, 2, 3, 5, 7, 13, 64, len(data)):
+        guard = JsonGuard()
+        out = b"".join(guard.feed(data[start:start + size]) for start in range(0, len(data), size))
+        out += guard.feed(b"", final=True)
+        assert out == data, size
+        assert guard.depth == 0 and not guard.in_string
+        assert guard.repairs.numbers == guard.repairs.surrogates == guard.repairs.bad_bytes == 0
 
 
 # --- pipes and devices -----------------------------------------------------------------------------------
