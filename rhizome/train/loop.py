@@ -37,6 +37,7 @@ from rhizome.train import checkpoint as ckpt
 from rhizome.train.cache import load_or_tokenize
 from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
 from rhizome.train.data import IGNORE_INDEX, TokenizedData
+from rhizome.train.fused import fuse_lora, linear_cross_entropy
 from rhizome.train.model import (
     LoraSetup,
     apply_lora,
@@ -93,20 +94,31 @@ class Dist:
         return tensor.tolist()
 
 
+@dataclass(frozen=True)
+class Speedups:
+    """The step's optimisations, each switchable so that bench/train.py can measure it on its own."""
+
+    bf16_weights: bool = True  # with bf16 precision and plain LoRA: frozen base stored in bf16, no autocast
+    fused_lora: bool = True  # rhizome.train.fused (LoRA as one autograd function) instead of PEFT's op-by-op LoRA forward
+    fused_loss: bool = True  # chunked LM head + cross-entropy, no [positions x vocabulary] fp32 logits
+
+
 class CausalLMLoss(nn.Module):
     """Summed next-token cross-entropy over the labelled positions, the LM head computed only there."""
 
-    def __init__(self, model):
+    def __init__(self, model, fused: bool = True):
         super().__init__()
         self.model = model
+        self.fused = fused
 
     def forward(self, input_ids, position_ids, labels):
         decoder, head = decoder_and_head(self.model)
         # No attention mask and no cache: transformers then masks attention block-diagonally per packed sample.
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
         keep = labels != IGNORE_INDEX
-        logits = head(hidden[keep])
-        return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+        if head.bias is not None or not self.fused:
+            return F.cross_entropy(head(hidden[keep]).float(), labels[keep], reduction="sum")
+        return linear_cross_entropy(hidden[keep], head.weight, labels[keep])
 
 
 def cpu_has_native_bf16() -> bool:
@@ -127,9 +139,10 @@ def _data_summary(data: TokenizedData) -> dict:
 
 
 class FineTune:
-    def __init__(self, config: TrainConfig, dist: Dist | None = None):
+    def __init__(self, config: TrainConfig, dist: Dist | None = None, speedups: Speedups = Speedups()):
         self.config = config
         self.dist = dist or Dist()
+        self.speedups = speedups
         self.run_dir = config.run_dir
         self.step = 0
         self.history: dict = {"train": [], "eval": []}
@@ -145,7 +158,7 @@ class FineTune:
             torch.set_num_threads(c.threads)
         self.threads = torch.get_num_threads()
         self.torch_device = torch.device(f"cuda:{dist.local_rank}" if self.device.kind == "cuda" else self.device.kind)
-        self.autocast_dtype = self._autocast_dtype()
+        self.compute_dtype = self._compute_dtype()
         if not c.per_device_train_batch_size:
             c.per_device_train_batch_size = 8 if self.device.kind == "cuda" else 2
 
@@ -160,11 +173,19 @@ class FineTune:
 
         self.quantization, self.quantization_reason = choose_quantization(c.quantization, self.device.kind,
                                                                           self.model_path)
+        # A frozen base in bf16 computes exactly what autocast computes from fp32 weights, without casting
+        # every weight at every forward; 4-bit layers dequantise to their compute dtype under autocast.
+        bf16_weights = (self.compute_dtype == torch.bfloat16 and self.quantization == "none"
+                        and self.speedups.bf16_weights)
+        self.autocast_dtype = None if bf16_weights or self.compute_dtype == torch.float32 else self.compute_dtype
         torch.manual_seed(c.seed)  # LoRA init
-        base = load_base_model(c.model, self.model_path, self.quantization, str(self.torch_device), torch.float32)
+        base = load_base_model(c.model, self.model_path, self.quantization, str(self.torch_device),
+                               torch.bfloat16 if bf16_weights else torch.float32)
         self.model = apply_lora(base, LoraSetup(c.lora_r, c.lora_alpha, c.lora_dropout, tuple(c.lora_target_modules),
                                                 c.gradient_checkpointing), self.quantization)
-        self.loss_module: nn.Module = CausalLMLoss(self.model)
+        if self.speedups.fused_lora:
+            fuse_lora(self.model)
+        self.loss_module: nn.Module = CausalLMLoss(self.model, fused=self.speedups.fused_loss)
         if dist.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[dist.local_rank] if self.device.kind == "cuda" else None)
@@ -184,7 +205,7 @@ class FineTune:
             save_config(c, self.run_dir / CONFIG_FILE, **self._versions())
         self._describe()
 
-    def _autocast_dtype(self) -> torch.dtype | None:
+    def _compute_dtype(self) -> torch.dtype:
         precision = self.config.precision
         if precision == "bf16":
             return torch.bfloat16
@@ -192,7 +213,7 @@ class FineTune:
             return torch.bfloat16
         if precision == "auto" and self.device.kind == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
-        return None
+        return torch.float32
 
     def _prepare_run_dir(self) -> Path | None:
         """Clear the run for --fresh, else find the checkpoint to resume (checking the settings still match)."""
@@ -316,6 +337,11 @@ class FineTune:
         return {"_versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                               "peft": peft.__version__}}
 
+    def _precision_label(self) -> str:
+        if self.compute_dtype == torch.float32:
+            return "fp32"
+        return "bf16 autocast" if self.autocast_dtype else "bf16 (frozen base stored in bf16, LoRA weights fp32)"
+
     def _describe(self) -> None:
         c = self.config
         trainable, total = count_parameters(self.model)
@@ -340,7 +366,7 @@ class FineTune:
             f"Quantisation: {self.quantization_reason}",
             f"LoRA: r={c.lora_r} alpha={c.lora_alpha} dropout={c.lora_dropout} on {', '.join(lora_layers)}",
             f"Device: {self.device.describe() if self.device.kind != 'cpu' else f'CPU ({self.threads} threads)'}, "
-            f"precision {'bf16 autocast' if self.autocast_dtype else 'fp32'}",
+            f"precision {self._precision_label()}",
             f"Batch: {c.per_device_train_batch_size} rows x {c.gradient_accumulation_steps} accumulation"
             + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
             + f" = {self.rows_per_step} rows per step, max_seq_length {c.max_seq_length}",
