@@ -84,12 +84,13 @@ def plot_report(report: dict, folder: Path, themes_per_panel: int = 12) -> list[
         ax.legend(fontsize=8)
     written.append(_save(plt, fig, folder / RARE_VS_COMMON_PNG))
     if "qa" in report:
-        written.append(plot_qa(plt, report["qa"], folder / QA_PNG))
+        written.append(plot_qa(report["qa"], folder / QA_PNG))
     return written
 
 
-def plot_qa(plt, qa: dict, path: Path) -> Path:
+def plot_qa(qa: dict, path: Path) -> Path:
     """Exact match per condition with its 95% interval (all, PDF, conversation questions), retrieval recall beside."""
+    plt = _pyplot()
     kinds = ("all", "pdf", "conversation")
     summary = qa["summary"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1]})

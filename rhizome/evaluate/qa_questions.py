@@ -12,7 +12,7 @@ From each chunk or reply, sentences that state a checkable fact become cloze que
 is blanked out and the question asks for it, naming the document (or quoting the user's question) so that the
 chat's retrieval has something to go on. Key spans, in order of preference:
   1. a number, with its unit when one follows ("35 °C", "40 minutes", "1.5"),
-  2. a capitalised name not at the start of the sentence ("Bavaria", "Reynolds 531"),
+  2. a capitalised name in mid-sentence, after a lower-case word or a comma ("Bavaria", "Reynolds 531"),
   3. the passage's key phrase (``rhizome.format.pairs.key_phrase``) when the sentence contains it.
 A conversation question is always a cloze over the reply: no template can reword an arbitrary user question so
 that the blanked span is what it asks for, and a reworded question that asks for something else would be graded
@@ -52,7 +52,8 @@ _NUMBER = re.compile(rf"(?<![\w.])\d+(?:[.,]\d+)*(?:\s?(?:{_UNIT})(?![\w]))?")
 # A number in words counts only with its unit: "three days" is a fact, a bare "one" is not.
 _NUMBER_WORDS = re.compile(rf"(?i)\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|"
                            rf"thirty|forty|fifty|hundred|thousand)\s(?:{_UNIT})\b")
-_NAME = re.compile(r"(?<=[\s(“\"'])[A-Z][a-z]+(?:[ -](?:[A-Z][a-z]+|\d+))*")
+# Mid-sentence only (after a lower-case word or a comma): a capital after a bullet, colon or quote starts a clause.
+_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+(?:[ -](?:[A-Z][a-z]+|\d+))*")
 _CODE = re.compile(r"[`{}<>=\\|]|https?://|\b\w+\(\)|\b\w+_\w+")
 _NOT_NAMES = frozenset({"I", "The", "This", "That", "These", "Those", "It", "If", "In", "On", "For", "And", "But",
                         "You", "Your", "We", "They", "He", "She", "A", "An", "When", "Then", "Use", "Yes", "No"})
