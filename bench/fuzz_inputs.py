@@ -247,7 +247,8 @@ def zips(corpus: Corpus) -> None:
     central = lying.find(b"PK\x01\x02")
     lying[central + 24:central + 28] = (10).to_bytes(4, "little")  # uncompressed size: 10 bytes
     corpus.add("lying-size.zip", bytes(lying))
-    corpus.add("truncated.zip", zip_bytes({"conversations.json": (ROOT / "samples/conversations.json").read_bytes()})[:9000])
+    export = (ROOT / "samples" / "conversations.json").read_bytes()
+    corpus.add("truncated.zip", zip_bytes({"conversations.json": export})[:9000])
     corpus.add("zip-in-zip.zip", zip_bytes({"inner.zip": zip_bytes({"c.json": b"[]"}), "x.json": b"[1, 2"}))
 
 

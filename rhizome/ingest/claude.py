@@ -55,7 +55,9 @@ def active_branch(chat_messages: list, leaf_uuid: Any, report: IngestReport) -> 
     report.skipped_messages += len(chat_messages) - len(by_uuid)
     leaf = by_uuid.get(leaf_uuid) if isinstance(leaf_uuid, str) else None
     if leaf is None:
-        leaf = next((m for m in reversed(chat_messages) if isinstance(m, dict) and isinstance(m.get("uuid"), str)), None)
+        # by_uuid holds every message with a string uuid; a list or dict there is unhashable.
+        leaf = next((m for m in reversed(chat_messages) if isinstance(m, dict) and isinstance(m.get("uuid"), str)),
+                    None)
     chain: list[dict] = []
     seen: set[str] = set()
     while leaf is not None and leaf["uuid"] not in seen:

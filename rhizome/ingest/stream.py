@@ -78,7 +78,7 @@ class BadLine:
 MAX_JSON_DEPTH = 256  # ordinary exports nest fewer than 20 levels; the parser's memory grows with depth squared
 _MAX_HELD_BYTES = 1 << 20  # a number literal longer than this is damage, not data
 
-_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_QUOTE = ord('"')
 _OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
 _ESCAPE_PAIR = re.compile(rb'\\.', re.S)
 _STRING_BODY = re.compile(rb'[^"\\]*')
@@ -86,6 +86,9 @@ _OUTSIDE = re.compile(rb'[^"\[\]{}0-9\-]*')
 _NUMBER = re.compile(rb'-?[0-9]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]*)?')
 _UNICODE_ESCAPE = re.compile(rb'\\u([0-9a-fA-F]{4})')
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# Lead bytes of what yajl accepts and Python's decoder refuses (overlong forms, encoded surrogates, code
+# points past U+10FFFF); yajl itself rejects other bad bytes. Text without them skips the decode check.
+_NOT_SUSPECT_LEADS = bytes(b for b in range(256) if b not in (0xC0, 0xC1, 0xE0, 0xED, 0xF0, 0xF4, *range(0xF5, 0x100)))
 _SURROGATE_ESCAPE = re.compile(rb'\\u[dD][89a-fA-F]')
 # Numbers that may be beyond int64 / double range show as 19 digits in a row or a 3-digit exponent; searched
 # for in a translated copy (digits -> 0, e/E -> e, signs -> +) because bytes.find is ten times faster than re.
@@ -120,9 +123,10 @@ class JsonGuard:
     (:attr:`too_deep_at`), writes ``null`` padded with spaces over an
     out-of-range number, ``\\ufffd`` over a lone surrogate escape and ``?``
     over each byte that is not UTF-8: every replacement has the original's
-    length, so byte offsets in error messages stay true. Most chunks take the fast path (C-speed regex
-    and numpy); only chunks holding a surrogate escape or a long number, or
-    passing the depth limit, are walked token by token.
+    length, so byte offsets in error messages stay true. Most chunks take the
+    fast path (bytes methods, one regex and numpy); only chunks holding a
+    surrogate escape or a long number, or passing the depth limit, are
+    walked token by token in Python.
     """
 
     def __init__(self, repairs: Repairs | None = None, max_depth: int = MAX_JSON_DEPTH, start: int = 0):
@@ -145,7 +149,7 @@ class JsonGuard:
             return b""
         data = self._held + chunk if self._held else chunk
         unfinished = b""  # a multi-byte character cut by the chunk's end
-        if not data.isascii():
+        if not data.isascii() and data.translate(None, _NOT_SUSPECT_LEADS):
             if not final:
                 complete = _complete_utf8(data)
                 data, unfinished = data[:complete], data[complete:]

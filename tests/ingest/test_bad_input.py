@@ -117,7 +117,8 @@ def test_jsonl_numbers_of_thousands_of_digits_do_not_stop_the_file(tmp_path):
     path = tmp_path / "chat.jsonl"
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     bad = {"id": 1, "messages": [{"role": "user", "content": "when?", "timestamp": 2}]}
-    line = json.dumps(bad).replace('"id": 1', '"id": ' + "7" * 5000).replace('"timestamp": 2', f'"timestamp": {2 ** 64}')
+    line = json.dumps(bad).replace('"id": 1', '"id": ' + "7" * 5000)
+    line = line.replace('"timestamp": 2', f'"timestamp": {2 ** 64}')
     path.write_text("\n".join([json.dumps(good), line, json.dumps(good)]) + "\n")
     report = IngestReport()
     conversations = load_conversations([path], report)
