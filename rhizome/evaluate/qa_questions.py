@@ -18,7 +18,8 @@ A conversation question is always a cloze over the reply: no template can reword
 that the blanked span is what it asks for, and a reworded question that asks for something else would be graded
 against the wrong answer.
 
-A span is passed over for the sentence's next one when it occurs in the sentence twice (the blank would be given
+A sentence stated twice (overlapping chunks) is asked about once. A span is passed over for the sentence's next
+one when it occurs in the sentence twice (the blank would be given
 away), also in the question around the blank, or anywhere in the training split's text (prompts and replies,
 normalised as answers are): the model may then have learnt the answer as Q&A, which is what this evaluation must
 not measure; a sentence with no span left asks nothing. Every gold span is a verbatim substring of its source.
@@ -45,7 +46,8 @@ PDF_TEMPLATE = "Using my notes from “{title}”, fill in the blank: “{cloze}
 CONVERSATION_TEMPLATE = ("In an earlier conversation I asked: “{prompt}” Fill in the blank in the answer I got: "
                          "“{cloze}” What is the missing word or number?")
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?=\s|$)|(?=\n)|$)")
+# A sentence ends at . ! or ? before whitespace (so "3.10" and "e.g.x" stay inside it) or at a line end.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?![\s.!?]|$))+(?:[.!?]+(?=\s|$)|(?=\n)|$)")
 _UNIT = (r"°\s?[CF]|%|percent|per cent|mm|cm|km|m|kg|g|mg|ml|l|litres?|liters?|days?|weeks?|months?|years?|"
          r"hours?|minutes?|seconds?|inch(?:es)?|feet|foot|metres?|meters?|degrees?|bytes?|bits?|[KMG]B")
 _NUMBER = re.compile(rf"(?<![\w.])\d+(?:[.,]\d+)*(?:\s?(?:{_UNIT})(?![\w]))?")
@@ -85,6 +87,7 @@ def sentences(text: str) -> list[str]:
     for match in _SENTENCE.finditer(text.replace("\r", "")):
         sentence = match.group(0).strip()
         if (MIN_SENTENCE_CHARS <= len(sentence) <= MAX_SENTENCE_CHARS and not _CODE.search(sentence)
+                and (sentence[0].isalnum() or sentence[0] in "“\"'")  # not a fragment such as ") Guard …"
                 and sum(c.isalpha() for c in sentence) >= 0.6 * len(sentence)):
             found.append(sentence)
     return found
@@ -102,10 +105,9 @@ def key_spans(sentence: str, term: str | None) -> list[tuple[str, str]]:
         value = match.group(0)
         if value not in _NOT_NAMES and len(value) >= 4:
             spans.append((value, "name"))
-    if term:
-        at = sentence.lower().find(term)
-        if at >= 0:
-            spans.append((sentence[at:at + len(term)], "term"))
+    found = re.search(rf"\b{re.escape(term)}\b", sentence, re.IGNORECASE) if term else None
+    if found:  # whole words: "descriptor" inside "descriptors" would leave "____s" in the question
+        spans.append((found.group(0), "term"))
     return spans
 
 
@@ -210,8 +212,12 @@ def build_questions(chunks: list[dict], held_out: dict[str, list[dict]], train_p
                     for q in pdf_questions(chunks, pairs, split, train, per_source)],
             "conversation": [q for split, pairs in held_out.items()
                              for q in conversation_questions(pairs, split, train, per_source)]}
-    for questions in made.values():
-        questions.sort(key=lambda q: hashlib.sha1(q.id.encode("utf-8")).hexdigest())
+    for kind, questions in made.items():
+        # Overlapping chunks (and documents that quote each other) repeat sentences: each fact is asked once.
+        unique = {}
+        for q in questions:
+            unique.setdefault((q.sentence, q.answer), q)
+        made[kind] = sorted(unique.values(), key=lambda q: hashlib.sha1(q.id.encode("utf-8")).hexdigest())
     chosen: list[Question] = []
     queues = [list(made["pdf"]), list(made["conversation"])]
     while any(queues) and (max_questions <= 0 or len(chosen) < max_questions):
