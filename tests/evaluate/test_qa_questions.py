@@ -94,3 +94,22 @@ def test_the_sample_is_capped_alternating_pdf_and_conversation_questions():
     questions, counts = build(max_questions=2)
     assert [q.kind for q in questions] == ["pdf", "conversation"]
     assert counts["pdf"] == {"made": 2, "asked": 1}
+
+
+def test_sentences_keep_inner_periods_and_skip_fragments():
+    from rhizome.evaluate.qa_questions import sentences
+
+    text = ("Changed in version 3.10: grouping parentheses may break the statement over lines. "
+            ") Guard evaluation must stop once a case block is selected, which is a fragment here.")
+    assert sentences(text) == ["Changed in version 3.10: grouping parentheses may break the statement over lines."]
+
+
+def test_key_terms_are_whole_words():
+    assert key_spans("In contrast, non-data descriptors can be overridden by instances.", "descriptor") == []
+
+
+def test_a_sentence_repeated_by_overlapping_chunks_is_asked_once():
+    overlap = {**CHUNKS[1], "id": f"{HELD_PDF}#2", "chunk_index": 2}
+    test = TEST + [pair(f"pdf:{HELD_PDF}:2", "What does page 3 cover?", overlap["text"])]
+    questions, counts = build_questions(CHUNKS + [overlap], {"test": test}, TRAIN)
+    assert [q.answer for q in questions].count("14 days") == 1 and counts["pdf"]["made"] == 2
