@@ -80,7 +80,8 @@ PARSERS: dict[str, Parser] = {
 def iter_conversations(
     paths: Iterable[str | os.PathLike], report: IngestReport | None = None, limits: InputLimits | None = None,
 ) -> Iterator[Conversation]:
-    """Yield every conversation with at least one visible turn, in path order, then file and export order.
+    """Yield every conversation with at least one visible turn, in path order, then file and export order
+    (a conversation that comes more than once: where its last copy is read; see :class:`_SameIds`).
 
     Never raises for bad input: missing or unreadable paths, damaged JSON and
     malformed records are recorded in ``report`` (errors, skipped counts) and
