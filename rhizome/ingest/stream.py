@@ -86,9 +86,6 @@ _OUTSIDE = re.compile(rb'[^"\[\]{}0-9\-]*')
 _NUMBER = re.compile(rb'-?[0-9]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]*)?')
 _UNICODE_ESCAPE = re.compile(rb'\\u([0-9a-fA-F]{4})')
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-# Lead bytes of what yajl accepts and Python's decoder refuses (overlong forms, encoded surrogates, code
-# points past U+10FFFF); yajl itself rejects other bad bytes. Text without them skips the decode check.
-_NOT_SUSPECT_LEADS = bytes(b for b in range(256) if b not in (0xC0, 0xC1, 0xE0, 0xED, 0xF0, 0xF4, *range(0xF5, 0x100)))
 _SURROGATE_ESCAPE = re.compile(rb'\\u[dD][89a-fA-F]')
 # Numbers that may be beyond int64 / double range show as 19 digits in a row or a 3-digit exponent; searched
 # for in a translated copy (digits -> 0, e/E -> e, signs -> +) because bytes.find is ten times faster than re.
@@ -107,7 +104,7 @@ class Repairs:
 
     numbers: int = 0  # number literals beyond int64 / double range, read as null
     surrogates: int = 0  # lone UTF-16 surrogate escapes ("\\udc00"), read as U+FFFD
-    bad_bytes: int = 0  # bytes that are not UTF-8 (an encoded surrogate, an overlong form), read as "?"
+    bad_bytes: int = 0  # bytes that are not UTF-8 (a stray byte, an encoded surrogate), read as "?"
     first_number_at: int | None = None
 
 
@@ -118,8 +115,8 @@ class JsonGuard:
     avoids: memory that grows with the square of the nesting depth (200 KB of
     ``[`` takes over 24 GB), "integer overflow" for integers beyond int64 or
     doubles beyond 1.8e308 (ending the file there), and a UnicodeDecodeError
-    for a lone surrogate escape or for bytes yajl lets through that are not
-    UTF-8. The guard stops the stream where nesting passes ``max_depth``
+    for a lone surrogate escape or for bytes that are not UTF-8 (yajl stops
+    the file at some, lets others through to Python's decoder). The guard stops the stream where nesting passes ``max_depth``
     (:attr:`too_deep_at`), writes ``null`` padded with spaces over an
     out-of-range number, ``\\ufffd`` over a lone surrogate escape and ``?``
     over each byte that is not UTF-8: every replacement has the original's
@@ -149,7 +146,7 @@ class JsonGuard:
             return b""
         data = self._held + chunk if self._held else chunk
         unfinished = b""  # a multi-byte character cut by the chunk's end
-        if not data.isascii() and data.translate(None, _NOT_SUSPECT_LEADS):
+        if not data.isascii():
             if not final:
                 complete = _complete_utf8(data)
                 data, unfinished = data[:complete], data[complete:]

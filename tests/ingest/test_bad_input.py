@@ -177,15 +177,19 @@ def test_lone_surrogates_are_replaced_in_json_and_jsonl(tmp_path):
 
 
 def test_bytes_that_are_not_utf8_are_read_as_question_marks(tmp_path):
-    # yajl lets an encoded surrogate and an overlong form through; Python's decoder then stopped the file.
+    # yajl stops a file at a stray byte and lets an encoded surrogate or an overlong form through to
+    # Python's decoder, which stopped it with a traceback; either way the rest of the file was lost.
     records = json.dumps([claude("c1", "x", "y"), claude("c2", "BAD", "z"), claude("c3", "p", "q")]).encode()
     path = tmp_path / "conversations.json"
-    path.write_bytes(records.replace(b"BAD", b"a\xed\xa0\x80b\xc0\x80c"))
+    path.write_bytes(records.replace(b"BAD", b"a\xed\xa0\x80b\xc0\x80c\xffd"))
+    jsonl = tmp_path / "chat.jsonl"
+    jsonl.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9 \x91quoted\x92"}]}\n')
     report = IngestReport()
-    conversations = load_conversations([path], report)
-    assert [c.id for c in conversations] == ["c1", "c2", "c3"]
-    assert conversations[1].messages[0].text == "a???b??c"
-    assert report.repaired["not_utf8_byte"] == 5
+    conversations = load_conversations([path, jsonl], report)
+    assert [c.id for c in conversations[:3]] == ["c1", "c2", "c3"]
+    assert conversations[1].messages[0].text == "a???b??c?d"
+    assert conversations[3].messages[0].text == "caf? ?quoted?"
+    assert report.repaired["not_utf8_byte"] == 9
 
 
 def test_the_guard_hands_valid_json_on_unchanged_however_it_is_cut():
