@@ -1,24 +1,30 @@
 """Training throughput: our trainer vs what a user would write by hand, side by side in one run.
 
-Same model (SmolLM2-135M-Instruct, fp32, LoRA r=16 on all 7 projections), same chat data (synthetic
-pairs, loss on the assistant reply only), same rows per step, same steps and max length:
+Same model (SmolLM2-135M-Instruct, or a random model of SmolLM2-360M's / Llama-3.2-1B's shape with
+--shape), LoRA r=16 on all 7 projections, same chat data (synthetic pairs, loss on the assistant reply
+only), same rows per step, same steps and max length:
 
-  ours            rhizome.train (packed rows, LM head only where the loss is, fp32)
-  ours-qlora      the same on a 4-bit NF4 base (bitsandbytes)
-  ours-bf16       the same with bf16 autocast
-  ours-fullhead   the same with the LM head over every position (what the optimisation saves)
-  trainer         Hugging Face Trainer + PEFT, dynamic padding to the longest in the batch
-  trainer-grouped the same with train_sampling_strategy="group_by_length"
-  trl             TRL SFTTrainer, packing=True (best-fit decreasing, padding-free)
+  ours                  rhizome.train in fp32 (packed rows, fused LoRA, chunked LM-head loss at labelled positions)
+  ours-bf16             the same in bf16: frozen base stored in bf16, LoRA weights and optimizer fp32 (the default
+                        on CPUs with AVX512-BF16 / AMX)
+  ours-qlora            ours on a 4-bit NF4 base (bitsandbytes); ours-bf16-qlora the same with bf16 autocast
+  ours-fullhead         ours with the LM head over every position (what computing it at labelled positions saves)
+  trainer               Hugging Face Trainer + PEFT, dynamic padding to the longest in the batch
+  trainer-grouped       the same with train_sampling_strategy="group_by_length" (the fair anchor)
+  trainer-grouped-bf16  the same with bf16=True (what a user of this CPU would run)
+  trl, trl-bf16         TRL SFTTrainer, packing=True (best-fit decreasing, padding-free), fp32 / bf16=True
 
 Each runs in its own process (so peak memory is its own); the first step is a warm-up and not timed.
 Prints the median over steps of real (non-padding) tokens per second and of seconds per step (the
 machine may be shared), nominal FLOP/s (4 x parameters x real tokens: forward + activation gradients
-of a frozen base) against the measured fp32 matmul peak, peak RSS, and the ratios.
-Goals: ours >= 1.5x trainer, >= 1.0x trl.
+of a frozen base) against the measured matmul peak *of the dtype used* on the model's own shapes
+(fp32 peak for fp32 rows, bf16 peak for bf16 rows), peak RSS, and ratios in the same precision.
+Goals: ours-bf16 >= 2.5x trainer-grouped-bf16, ours >= 1.5x trainer-grouped.
 
-    python bench/train.py [--steps 5] [--batch-size 4] [--max-seq-length 512] [--pairs 300]
-    python bench/train.py --configs ours trainer
+    python bench/train.py                                   # the default configs (about 15 minutes on 2 cores)
+    python bench/train.py --configs ours-bf16 trainer-grouped-bf16 --shape 360m --steps 2
+    python bench/train.py --profile [--before] [--precision fp32] [--profile-top 30]   # where one step's time goes
+    python bench/train.py --ablate --batch-size 2           # each optimisation of the step on its own
 """
 
 from __future__ import annotations
@@ -40,7 +46,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
 
-CONFIGS = ("ours", "ours-qlora", "ours-bf16", "ours-fullhead", "trainer", "trainer-grouped", "trl")
+CONFIGS = ("ours", "ours-bf16", "trainer-grouped", "trainer-grouped-bf16", "ours-qlora", "ours-bf16-qlora",
+           "ours-fullhead", "trainer", "trl", "trl-bf16")
+# The default run: ours and the fair anchor (HF Trainer with length grouping) in both precisions, and TRL in bf16.
+DEFAULT_CONFIGS = ("ours", "ours-bf16", "trainer-grouped", "trainer-grouped-bf16", "trl-bf16")
 WORDS = ["hive", "queen", "brood", "frame", "honey", "super", "varroa", "smoker", "nectar", "comb", "spore", "substrate", "straw", "oyster", "pasteurise", "humidity", "flush", "chain", "derailleur", "cassette", "spoke", "rim", "hub", "bearing", "grease", "tyre", "valve", "pressure", "season", "spring", "autumn", "temperature", "colony", "mushroom", "bicycle", "repair", "because", "therefore", "however", "the", "a", "of", "to", "and", "in", "is", "it", "that", "for", "with", "as", "on", "was", "this", "be", "are", "you", "your", "can", "will", "not"]
 
 
@@ -61,9 +70,10 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
 # ------------------------------------------------------------------------------------------- one config
 
 
-def _ours(name: str, args) -> list[tuple[float, int]]:
+def _recipe(name: str, args, speedups=None, tag: str = ""):
+    """Our trainer, set up for config ``name`` on the bench data (not yet stepped)."""
     from rhizome.train.config import TrainConfig
-    from rhizome.train.loop import CausalLMLoss, FineTune
+    from rhizome.train.loop import CausalLMLoss, FineTune, Speedups
 
     if name == "ours-fullhead":
         import torch.nn.functional as F
@@ -76,18 +86,24 @@ def _ours(name: str, args) -> list[tuple[float, int]]:
 
         CausalLMLoss.forward = forward
     config = TrainConfig(
-        train_file=args.data, validation_file="", output_dir=str(Path(args.tmp) / name),
+        model=args.model, train_file=args.data, validation_file="", output_dir=str(Path(args.tmp) / (name + tag)),
         cache_dir=str(Path(args.tmp) / "cache"), max_seq_length=args.max_seq_length, use_theme_weighting=False,
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1, max_steps=args.steps + 1,
-        learning_rate=1e-4, warmup_steps=0, quantization="nf4" if name == "ours-qlora" else "none",
-        precision="bf16" if name == "ours-bf16" else "fp32", plots=False, threads=args.threads,
+        learning_rate=1e-4, warmup_steps=0, quantization="nf4" if "qlora" in name else "none",
+        precision="bf16" if "bf16" in name else "fp32", plots=False, threads=args.threads,
     )
-    recipe = FineTune(config)
+    recipe = FineTune(config, speedups=speedups or Speedups())
     recipe.setup()
+    return recipe
+
+
+def _ours(name: str, args) -> list[tuple[float, int]]:
+    recipe = _recipe(name, args)
     timings = []
     for index in range(args.steps + 1):
+        started = time.process_time()
         metrics = recipe.train_step(index)
-        timings.append((metrics["seconds"], metrics["real_tokens"]))
+        timings.append((metrics["seconds"], metrics["real_tokens"], time.process_time() - started))
     return timings
 
 
@@ -119,12 +135,14 @@ class _StepTimer:
 
         class Callback(TrainerCallback):
             def on_step_begin(self, *a, **k):
-                timer.started = time.perf_counter()
+                timer.started = time.perf_counter(), time.process_time()
 
             def on_step_end(self, *a, **k):
-                timer.seconds.append(time.perf_counter() - timer.started)
+                timer.seconds.append(time.perf_counter() - timer.started[0])
+                timer.cpu.append(time.process_time() - timer.started[1])
 
         self.seconds: list[float] = []
+        self.cpu: list[float] = []
         self.callback = Callback()
 
 
@@ -142,10 +160,9 @@ def _hf(name: str, args) -> list[tuple[float, int]]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from rhizome.train.config import DEFAULT_MODEL
-    from rhizome.train.model import lora_target_modules, resolve_model
+    from rhizome.train.model import lora_target_modules
 
-    path = resolve_model(DEFAULT_MODEL)
+    path = args.model
     tokenizer = AutoTokenizer.from_pretrained(path)
     dataset = _hf_dataset(args, tokenizer)
     torch.manual_seed(0)
@@ -156,24 +173,25 @@ def _hf(name: str, args) -> list[tuple[float, int]]:
     common = {"output_dir": str(Path(args.tmp) / name), "per_device_train_batch_size": args.batch_size,
               "gradient_accumulation_steps": 1, "max_steps": args.steps + 1, "learning_rate": 1e-4,
               "save_strategy": "no", "report_to": [], "logging_steps": 10_000, "use_cpu": True,
-              "dataloader_num_workers": 0, "seed": 0}
-    if name == "trl":
+              "dataloader_num_workers": 0, "seed": 0, "bf16": name.endswith("-bf16")}
+    if name.startswith("trl"):
         from trl import SFTConfig, SFTTrainer
 
         config = SFTConfig(**common, packing=True, packing_strategy="bfd", max_length=args.max_seq_length,
-                           bf16=False, fp16=False, gradient_checkpointing=False)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset.remove_columns(["labels", "attention_mask"]),
+                           fp16=False, gradient_checkpointing=False)
+        trainer = SFTTrainer(model=model, args=config,
+                             train_dataset=dataset.remove_columns(["labels", "attention_mask"]),
                              processing_class=tokenizer, peft_config=lora, callbacks=[timer.callback])
         trainer.data_collator = _counting(trainer.data_collator, counts, lambda b: int(b["input_ids"].numel()))
     else:
-        config = TrainingArguments(**common, remove_unused_columns=False,
-                                   **({"train_sampling_strategy": "group_by_length"} if name == "trainer-grouped" else {}))
+        grouped = {"train_sampling_strategy": "group_by_length"} if name.startswith("trainer-grouped") else {}
+        config = TrainingArguments(**common, remove_unused_columns=False, **grouped)
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         trainer = Trainer(model=get_peft_model(model, lora), args=config, callbacks=[timer.callback],
                           train_dataset=dataset.remove_columns(["assistant_masks"]),
                           data_collator=_counting(collator, counts, lambda b: int(b["attention_mask"].sum())))
     trainer.train()
-    return list(zip(timer.seconds, counts))
+    return list(zip(timer.seconds, counts, timer.cpu))
 
 
 def run_one(name: str, args) -> dict:
@@ -184,28 +202,221 @@ def run_one(name: str, args) -> dict:
     torch.set_num_threads(args.threads or physical_cores())
     timings = (_ours if name.startswith("ours") else _hf)(name, args)[1:]  # first step: warm-up
     # Medians: the machine may be shared, and one slow step should not decide a ratio.
-    return {"config": name, "steps": len(timings), "seconds_per_step": float(np.median([t for t, _ in timings])),
-            "tokens_per_s": float(np.median([n / t for t, n in timings])),
+    # CPU seconds too: on a shared machine wall time also counts time spent waiting for a core.
+    return {"config": name, "steps": len(timings), "seconds_per_step": float(np.median([t for t, _, _ in timings])),
+            "tokens_per_s": float(np.median([n / t for t, n, _ in timings])),
+            "spread": [float(min(n / t for t, n, _ in timings)), float(max(n / t for t, n, _ in timings))],
+            "tokens_per_cpu_s": float(np.median([n / c for _, n, c in timings])),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+# ------------------------------------------------------------------------------------------- ablation
+
+# Each optimisation of the step added one at a time (rhizome.train.loop.Speedups), bf16 precision.
+ABLATION = {
+    "bf16 autocast, PEFT LoRA (before)": {"bf16_weights": False, "fused_lora": False, "fused_loss": False},
+    "+ frozen base stored in bf16": {"bf16_weights": True, "fused_lora": False, "fused_loss": False},
+    "+ fused LoRA": {"bf16_weights": True, "fused_lora": True, "fused_loss": False},
+    "+ chunked fused loss": {"bf16_weights": True, "fused_lora": True, "fused_loss": True},
+}
+
+
+def ablate(args) -> None:
+    """Every ABLATION variant in this one process, stepping them in turn (so load changes hit all alike)."""
+    import torch
+
+    from rhizome.train.loop import Speedups
+
+    torch.set_num_threads(args.threads)
+    recipes = {label: _recipe("ours-bf16", args, Speedups(**flags), label) for label, flags in ABLATION.items()}
+    seconds: dict = {label: [] for label in recipes}
+    cpu: dict = {label: [] for label in recipes}
+    tokens: dict = {label: [] for label in recipes}
+    for index in range(args.steps + 1):
+        for label, recipe in recipes.items():
+            # CPU seconds as well as wall: on a shared machine, wall time also counts time spent descheduled.
+            started = time.process_time()
+            metrics = recipe.train_step(index)
+            if index:  # the first step of each is a warm-up
+                seconds[label].append(metrics["seconds"])
+                cpu[label].append(time.process_time() - started)
+                tokens[label].append(metrics["real_tokens"])
+            print(f"  step {index} {label}: {metrics['seconds']:.2f} s, loss {metrics['loss']:.4f}", file=sys.stderr,
+                  flush=True)
+    print(f"{args.model_label}, batch {args.batch_size} x {args.max_seq_length}, {args.steps} timed steps each, "
+          f"interleaved, {args.threads} threads")
+    print("| variant | median s/step (min-max) | real tok/s | CPU s/step (min-max) | vs before, CPU |\n"
+          "|---|---|---|---|---|")
+    first = float(np.median(cpu[next(iter(recipes))]))
+    for label in recipes:
+        median, median_cpu = float(np.median(seconds[label])), float(np.median(cpu[label]))
+        print(f"| {label} | {median:.2f} ({min(seconds[label]):.2f}-{max(seconds[label]):.2f}) | "
+              f"{float(np.median(tokens[label])) / median:.0f} | {median_cpu:.2f} ({min(cpu[label]):.2f}-"
+              f"{max(cpu[label]):.2f}) | {first / median_cpu:.2f}x |")
+
+
+# ------------------------------------------------------------------------------------------- loss check
+
+
+def loss_check(args) -> None:
+    """fp32 and bf16 trained side by side on the demo's data_finetune/ (the demo's learning rate, 2 rows per
+    step): training loss per step and test perplexity after training."""
+    import torch
+
+    from rhizome.train.config import TrainConfig
+    from rhizome.train.loop import FineTune
+
+    torch.set_num_threads(args.threads)
+    folder = ROOT / "data_finetune"
+    if not (folder / "dataset_train.jsonl").exists():
+        sys.exit(f"{folder}/dataset_train.jsonl is missing: run bash scripts/demo.sh (or data_formatter.py) first")
+    variants = {"fp32": "fp32", "bf16": "bf16"}
+    recipes = {}
+    for label, precision in variants.items():
+        config = TrainConfig(train_file=str(folder / "dataset_train.jsonl"),
+                             validation_file=str(folder / "dataset_test.jsonl"), eval_samples=0,
+                             output_dir=str(Path(args.tmp) / label), cache_dir=str(Path(args.tmp) / "cache"),
+                             max_steps=args.steps, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                             learning_rate=4e-4, warmup_steps=1, precision=precision, plots=False, threads=args.threads)
+        recipes[label] = FineTune(config)
+        recipes[label].setup()
+    losses: dict = {label: [] for label in recipes}
+    for index in range(args.steps):
+        for label, recipe in recipes.items():
+            losses[label].append(recipe.train_step(index)["loss"])
+    print(f"demo data, {args.steps} steps of 2 rows x 512, lr 4e-4; test split: "
+          f"{len(recipes['fp32'].val_data)} pairs")
+    print("| run | loss at step 1 | mean loss, last 5 steps | test loss | test perplexity | vs fp32 |\n"
+          "|---|---|---|---|---|---|")
+    reference = None
+    for label, recipe in recipes.items():
+        test = recipe.evaluate()
+        last = float(np.mean(losses[label][-5:]))
+        reference = reference or (last, test["perplexity"])
+        print(f"| {label} | {losses[label][0]:.4f} | {last:.4f} | {test['loss']:.4f} | {test['perplexity']:.2f} | "
+              f"loss {100 * (last / reference[0] - 1):+.2f}%, "
+              f"perplexity {100 * (test['perplexity'] / reference[1] - 1):+.2f}% |")
+
+
+# ------------------------------------------------------------------------------------------- profile
+
+PROFILE_ORDER = ("base matmuls", "LoRA matmuls", "LM head matmul", "attention", "elementwise, norms, RoPE, SiLU",
+                 "casts and copies", "loss (log-softmax, NLL)", "optimizer and clipping", "Python and framework")
+
+
+def _category(event, rank: int, vocab: int, optimizer_ids: set) -> str:
+    name = event.name
+    if event.id in optimizer_ids or name.startswith(("aten::_foreach", "aten::_fused_adam")):
+        return "optimizer and clipping"
+    if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"):
+        dims = {d for shape in event.input_shapes for d in shape}
+        if vocab in dims:
+            return "LM head matmul"
+        return "LoRA matmuls" if rank in dims else "base matmuls"
+    if "attention" in name:
+        return "attention"
+    if any(key in name for key in ("log_softmax", "nll_loss", "cross_entropy", "logsumexp", "fused_linear_ce")):
+        return "loss (log-softmax, NLL)"
+    if name in ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous"):
+        return "casts and copies"
+    return "elementwise, norms, RoPE, SiLU"
+
+
+def profile(args) -> None:
+    """One training step of our loop under torch.profiler, self time grouped by what it is spent on."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from rhizome.device import physical_cores
+
+    torch.set_num_threads(args.threads or physical_cores())
+    from rhizome.train.loop import Speedups
+
+    name = "ours-bf16" if args.precision == "bf16" else "ours"
+    before = Speedups(bf16_weights=False, fused_lora=False, fused_loss=False)
+    recipe = _recipe(name, args, before if args.before else Speedups())
+    for index in range(args.steps):  # warm-up (and the plain timing the profiled step is compared with)
+        plain = recipe.train_step(index)["seconds"]
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        metrics = recipe.train_step(args.steps)
+    events = [e for e in prof.events() if e.device_type.name == "CPU"]
+    optimizer_ids: set = set()
+    for event in events:  # every op below an optimizer / grad-clipping range
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith(("Optimizer.", "clip_grad")):
+                optimizer_ids.add(event.id)
+                break
+            parent = parent.cpu_parent
+    vocab = recipe.model.get_output_embeddings().weight.shape[0]
+    seconds = dict.fromkeys(PROFILE_ORDER, 0.0)
+    for event in events:
+        seconds[_category(event, recipe.config.lora_r, vocab, optimizer_ids)] += event.self_cpu_time_total / 1e6
+    wall = metrics["seconds"]
+    seconds["Python and framework"] = max(0.0, wall - sum(seconds.values()))
+    print(f"{args.model_label}, {name}{' before the fused step' if args.before else ''}, "
+          f"batch {args.batch_size} x {args.max_seq_length}, {metrics['real_tokens']} real "
+          f"tokens, {recipe.threads} threads, torch {torch.__version__}: profiled step {wall:.2f} s "
+          f"(unprofiled {plain:.2f} s, {metrics['real_tokens'] / plain:.0f} tok/s)")
+    print("| part of the step | seconds | share |\n|---|---|---|")
+    for key in PROFILE_ORDER:
+        print(f"| {key} | {seconds[key]:.2f} | {100 * seconds[key] / wall:.0f}% |")
+    if args.profile_top:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_top))
 
 
 # ------------------------------------------------------------------------------------------- the table
 
 
-def matmul_peak(threads: int) -> float:
+# Random models of other shapes (SmolLM2's vocabulary, rope and tokenizer), so that a speed-up is not a 135M artefact.
+SHAPES = {
+    "135m": None,  # the shipped SmolLM2-135M-Instruct
+    "360m": {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 15,
+             "num_key_value_heads": 5, "head_dim": 64},  # SmolLM2-360M
+    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256},  # Llama-3.2-1B
+}
+
+
+def model_folder(shape: str, tmp: str) -> str:
+    """The shipped model for 135m, else a randomly initialised model of ``shape`` saved under ``tmp``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rhizome.train.config import DEFAULT_MODEL
+    from rhizome.train.model import resolve_model
+
+    path = resolve_model(DEFAULT_MODEL)
+    if SHAPES[shape] is None:
+        return path
+    config = AutoConfig.from_pretrained(path)
+    config.update(SHAPES[shape])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)  # bf16 on disk: half the bytes to write
+    folder = Path(tmp) / f"random-{shape}"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(path).save_pretrained(folder)
+    return str(folder)
+
+
+def matmul_peak(threads: int, dtype: str, shapes: list[tuple[int, int, int]]) -> float:
+    """Best FLOP/s of ``torch.matmul`` in ``dtype`` over the model's own linear-layer shapes (tokens x in x out)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(4):
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k).to(getattr(torch, dtype)), torch.randn(k, n).to(getattr(torch, dtype))
+        for _ in range(2):
             a @ b
-        best = min(best, time.perf_counter() - start)
-    return 4 * 2 * 2048**3 / best
+        fastest = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            fastest = min(fastest, time.perf_counter() - start)
+        best = max(best, 2 * m * k * n / fastest)
+    return best
 
 
 def main() -> None:
@@ -215,11 +426,25 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=512)
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = physical cores)")
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--shape", choices=list(SHAPES), default="135m",
+                        help="the shipped SmolLM2-135M, or a random model of SmolLM2-360M's or Llama-3.2-1B's shape")
+    parser.add_argument("--configs", nargs="*", default=list(DEFAULT_CONFIGS), choices=CONFIGS)
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one step of ours (after --steps warm-up steps) instead of the comparison")
+    parser.add_argument("--ablate", action="store_true",
+                        help="time each optimisation of our step on its own (bf16, interleaved in one process)")
+    parser.add_argument("--loss-check", action="store_true",
+                        help="train --steps steps on data_finetune/ in fp32 and bf16 side by side; "
+                             "compare losses and test perplexity")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="with --profile")
+    parser.add_argument("--before", action="store_true", help="with --profile: the step without rhizome's speed-ups")
+    parser.add_argument("--profile-top", type=int, default=0, help="with --profile: also print the top N ops")
     parser.add_argument("--only", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.model_label = "SmolLM2-135M-Instruct" if args.shape == "135m" else f"random {args.shape}-shaped model"
     if args.only:
         print("RESULT " + json.dumps(run_one(args.only, args)), flush=True)
         return
@@ -227,46 +452,73 @@ def main() -> None:
     import torch
 
     from rhizome.device import physical_cores
-    from rhizome.train.config import DEFAULT_MODEL
-    from rhizome.train.model import parameter_count, resolve_model
+    from rhizome.train.model import parameter_count
 
     threads = args.threads or physical_cores()
-    peak = matmul_peak(threads)
-    params = parameter_count(resolve_model(DEFAULT_MODEL))
+    load_before = os.getloadavg()[0]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        args.tmp, args.threads = tmp, threads
+        args.model = model_folder(args.shape, tmp)
         data = Path(tmp) / "dataset_train.jsonl"
         data.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(args.pairs)))
+        args.data = str(data)
+        if args.profile:
+            profile(args)
+            return
+        if args.ablate:
+            ablate(args)
+            return
+        if args.loss_check:
+            loss_check(args)
+            return
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(args.model)
+        tokens = args.batch_size * args.max_seq_length
+        shapes = [(tokens, config.hidden_size, config.intermediate_size), (tokens, config.intermediate_size,
+                                                                              config.hidden_size)]
+        peaks = {dtype: matmul_peak(threads, dtype, shapes) for dtype in ("float32", "bfloat16")}
+        params = parameter_count(args.model)
         for name in args.configs:
             command = [sys.executable, __file__, "--only", name, "--data", str(data), "--tmp", tmp,
-                       "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                       "--max-seq-length", str(args.max_seq_length), "--threads", str(threads)]
+                       "--model", args.model, "--shape", args.shape, "--steps", str(args.steps),
+                       "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length),
+                       "--threads", str(threads)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode or not lines:
                 print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
                 continue
             results[name] = json.loads(lines[-1][len("RESULT "):])
-            print(f"  {name:16s} {results[name]['tokens_per_s']:7.0f} tok/s", file=sys.stderr, flush=True)
+            print(f"  {name:20s} {results[name]['tokens_per_s']:7.0f} tok/s", file=sys.stderr, flush=True)
 
-    print(f"SmolLM2-135M-Instruct ({params / 1e6:.1f}M parameters), {args.pairs} pairs, batch {args.batch_size} rows, "
-          f"max length {args.max_seq_length}, {args.steps} timed steps, {threads} threads, torch {torch.__version__}")
-    print(f"fp32 matmul peak (2048^2): {peak / 1e9:.0f} GFLOP/s")
-    print(f"{'config':16s} {'real tok/s':>10s} {'s/step':>7s} {'GFLOP/s':>8s} {'% peak':>7s} {'peak RSS':>9s}")
+    print(f"{args.model_label} ({params / 1e6:.1f}M parameters), {args.pairs} pairs, batch {args.batch_size} rows, "
+          f"max length {args.max_seq_length}, {args.steps} timed steps, {threads} threads, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, 1-minute load average {load_before:.1f} at the "
+          f"start, {os.getloadavg()[0]:.1f} at the end")
+    print(f"matmul peak on the model's shapes ({tokens} x {config.hidden_size} x {config.intermediate_size} and back): "
+          f"fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
+    print("| config | real tok/s (min-max) | s/step | real tok per CPU-s | GFLOP/s | % of its dtype's matmul peak "
+          "| peak RSS |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         flops = 4 * params * r["tokens_per_s"]
-        print(f"{name:16s} {r['tokens_per_s']:10.0f} {r['seconds_per_step']:7.2f} {flops / 1e9:8.1f} "
-              f"{100 * flops / peak:6.1f}% {r['peak_rss_gb']:7.2f} GB")
-    if "ours" in results:
-        for other, goal in (("trainer", 1.5), ("trainer-grouped", None), ("trl", 1.0), ("ours-qlora", None),
-                            ("ours-bf16", None), ("ours-fullhead", None)):
-            if other in results:
-                ratio = results["ours"]["tokens_per_s"] / results[other]["tokens_per_s"]
-                print(f"ours / {other:16s} {ratio:5.2f}x" + (f"   (goal >= {goal}x)" if goal else ""))
-    if "ours-bf16" in results:  # the default on CPUs with AVX512-BF16 / AMX (precision auto)
-        for other in ("trainer", "trainer-grouped", "trl"):
-            if other in results:
-                print(f"ours-bf16 / {other:11s} {results['ours-bf16']['tokens_per_s'] / results[other]['tokens_per_s']:5.2f}x")
+        peak = peaks["bfloat16" if "bf16" in name else "float32"]
+        print(f"| {name} | {r['tokens_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) | "
+              f"{r['seconds_per_step']:.2f} | {r['tokens_per_cpu_s']:.0f} | {flops / 1e9:.1f} | "
+              f"{100 * flops / peak:.0f}% | {r['peak_rss_gb']:.2f} GB |")
+    for ours, goals in (("ours", {"trainer-grouped": 1.5}), ("ours-bf16", {"trainer-grouped-bf16": 2.5})):
+        for other in ("trainer", "trainer-grouped", "trl", "trainer-grouped-bf16", "trl-bf16", "ours", "ours-qlora",
+                      "ours-fullhead", "ours-bf16-qlora"):
+            same_precision = ("bf16" in other) == ("bf16" in ours)
+            if ours in results and other in results and other != ours and same_precision:
+                ratio = results[ours]["tokens_per_s"] / results[other]["tokens_per_s"]
+                cpu_ratio = results[ours]["tokens_per_cpu_s"] / results[other]["tokens_per_cpu_s"]
+                goal = goals.get(other)
+                print(f"{ours} / {other}: {ratio:.2f}x wall, {cpu_ratio:.2f}x per CPU-second"
+                      + (f" (goal >= {goal}x)" if goal else ""))
+    if "ours-bf16" in results and "ours" in results:
+        print(f"ours-bf16 / ours: {results['ours-bf16']['tokens_per_s'] / results['ours']['tokens_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

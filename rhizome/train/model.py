@@ -197,7 +197,7 @@ def disable_cpu_weight_repacking(model: nn.Module) -> int:
 
 
 def load_base_model(name: str, path: str, quantization: str, device: str, dtype: torch.dtype):
-    """The frozen base in fp32 (or NF4) on ``device`` ("cpu", "cuda:0", "mps"), with the KV cache off."""
+    """The frozen base in ``dtype`` (NF4 computing in ``dtype``) on ``device`` ("cpu", "cuda:0", "mps"), no KV cache."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     kwargs: dict = {"dtype": dtype}
