@@ -99,7 +99,7 @@ class Speedups:
     """The step's optimisations, each switchable so that bench/train.py can measure it on its own."""
 
     bf16_weights: bool = True  # with bf16 precision and plain LoRA: frozen base stored in bf16, no autocast
-    fused_lora: bool = True  # rhizome.train.fused (LoRA as one autograd function) instead of PEFT's op-by-op LoRA forward
+    fused_lora: bool = True  # LoRA as one autograd function (rhizome.train.fused), not PEFT's op-by-op forward
     fused_loss: bool = True  # chunked LM head + cross-entropy, no [positions x vocabulary] fp32 logits
 
 
