@@ -39,7 +39,7 @@ from rhizome.format.steps import StepLog
 from rhizome.ingest import IngestReport, iter_conversations
 from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
-from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, load_embedder
+from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, embedding_precision, load_embedder
 from rhizome.redact import PII_KINDS, REDACT_HELP, REDACT_PII_HELP, Redaction
 
 log = get_logger(__name__)
@@ -162,7 +162,7 @@ def run(config: FormatConfig) -> dict[str, Any]:
         log.info("loading %s on %s", config.embedding_model, device.describe())
         return load_embedder(config.embedding_model, device=device.torch_device)
 
-    cache = EmbeddingCache(config.cache_dir, config.embedding_model)
+    cache = EmbeddingCache(config.cache_dir, config.embedding_model, embedding_precision(device.torch_device))
     vectors = embed_pairs(pairs, known, cache, load_model, config.batch_size)
 
     # quality

@@ -27,8 +27,8 @@ from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_c
 from rhizome.log import get_logger, progress
 from rhizome.memory import index as faiss_index
 from rhizome.memory.embedder import (
-    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, canonical_model_name, embed_missing, load_embedder, load_tokenizer,
-    resolve_model_path, text_key,
+    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, canonical_model_name, embed_missing, embedding_precision, load_embedder,
+    load_tokenizer, resolve_model_path, text_key,
 )
 from rhizome.memory.items import TokenSplitter, items_from_conversations, items_from_pdf_chunks
 from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS_FILE, Memory, MemoryFilesError
@@ -151,7 +151,7 @@ def build_memory(config: EmbedConfig) -> dict:
         raise SystemExit(f"error: no text found in {', '.join(inputs)}; see the messages above for why")
 
     device = detect_device(config.force_cpu)
-    cache = EmbeddingCache(config.cache_dir, config.embedding_model)
+    cache = EmbeddingCache(config.cache_dir, config.embedding_model, embedding_precision(device.torch_device))
     cached_before = len(cache)
     chat_items, chat_vectors = remembered_chat_turns(Path(config.output_dir), config.embedding_model)
     stale = redact_remembered_turns(chat_items, redaction, redacted) if redaction else []

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from rhizome.memory.embedder import (
-    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, ModelNotFoundError, embed_missing, load_embedder, resolve_model_path,
-    text_key,
+    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, ModelNotFoundError, cpu_has_bf16_matmul, embed_missing,
+    embedding_precision, load_embedder, resolve_model_path, text_key,
 )
 
 
@@ -48,6 +48,47 @@ def test_cache_embeds_each_text_once_and_survives_reload(tmp_path):
 def test_cache_is_per_model(tmp_path):
     EmbeddingCache(tmp_path, "model-a").add([text_key("x")], np.ones((1, 2), np.float32))
     assert len(EmbeddingCache(tmp_path, "model-b")) == 0
+
+
+def test_cache_is_per_precision_and_fp32_keeps_the_old_folder(tmp_path):
+    EmbeddingCache(tmp_path, "m", "bf16").add([text_key("x")], np.ones((1, 2), np.float32))
+    assert len(EmbeddingCache(tmp_path, "m")) == 0 and len(EmbeddingCache(tmp_path, "m", "bf16")) == 1
+    assert EmbeddingCache(tmp_path, "m").folder == tmp_path / "m"
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        EmbeddingCache(tmp_path, "m", "int4")
+
+
+def test_bf16_is_chosen_only_on_cpus_with_bf16_matrix_instructions(tmp_path, monkeypatch):
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
+    sapphire = tmp_path / "sapphire"
+    sapphire.write_text("flags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    skylake = tmp_path / "skylake"
+    skylake.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cpu_has_bf16_matmul(zen4) and cpu_has_bf16_matmul(sapphire)
+    assert not cpu_has_bf16_matmul(skylake) and not cpu_has_bf16_matmul(tmp_path / "no-such-file")
+    monkeypatch.delenv("RHIZOME_EMBED_PRECISION", raising=False)
+    assert embedding_precision("cuda") == "fp32"
+    monkeypatch.setenv("RHIZOME_EMBED_PRECISION", "fp32")
+    assert embedding_precision("cpu") == "fp32"
+    monkeypatch.setenv("RHIZOME_EMBED_PRECISION", "half")
+    with pytest.raises(ValueError, match="RHIZOME_EMBED_PRECISION"):
+        embedding_precision("cpu")
+
+
+@pytest.mark.slow
+def test_bf16_embedder_keeps_the_fp32_neighbours():
+    from bench.embed import real_texts, recall_at_k
+
+    texts = real_texts(120, seed=1)
+    fp32 = load_embedder(DEFAULT_EMBEDDING_MODEL, precision="fp32")
+    bf16 = load_embedder(DEFAULT_EMBEDDING_MODEL, precision="bf16")
+    assert fp32.rhizome_precision == "fp32" and bf16.rhizome_precision == "bf16"
+    reference = fp32.encode(texts, normalize_embeddings=True)
+    fast = np.asarray(bf16.encode(texts, normalize_embeddings=True), dtype=np.float32)
+    assert fast.dtype == np.float32 and fast.shape == reference.shape
+    assert np.min(np.sum(reference * fast, axis=1)) > 0.99
+    assert recall_at_k(reference, fast, 10) >= 0.98
 
 
 def test_missing_model_gives_actionable_error(tmp_path):
