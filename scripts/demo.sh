@@ -26,8 +26,8 @@ $PY data_formatter.py $SOURCES pdf_texts.json --enable-semantic-labeling --extra
 echo "==> 4/6 LoRA fine-tuning of SmolLM2-135M-Instruct -> $RUN/ (a rerun resumes or skips)"
 $PY train_script.py -o "$RUN" --max-steps 12 --grad-accum 4 --lr 4e-4 --warmup-steps 1 \
     --eval-steps 6 --save-steps 6
-echo "==> 5/6 base model vs adapter on the held-out test split"
-$PY evaluate.py "$RUN/final" --output-dir "$RUN"
+echo "==> 5/6 base model vs adapter on the held-out test split; questions from your own data, with and without memories"
+$PY evaluate.py "$RUN/final" --output-dir "$RUN" --qa
 echo "==> 6/6 summary"
 $PY -m rhizome.summary --run-dir "$RUN" --seconds $(( $(date +%s) - start ))
 if [ "${1:-}" = "--chat" ]; then
