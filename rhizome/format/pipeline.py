@@ -5,6 +5,7 @@ Steps, each counting what came in and went out (``dataset_metadata.json`` keeps 
     load     every conversation source, pdf_texts.json, and the memory's vectors when made with the same model
     clean    Unicode / whitespace normalisation, junk turns dropped, secrets redacted (rhizome.format.clean)
     pairs    user turn + reply with up to --context-turns earlier turns; PDF chunks as instruction pairs
+    embed    a vector per prompt and reply: the memory's, the cache's, or computed (only texts neither holds)
     quality  a score in [0, 1] per pair (rhizome.format.quality); below --qa-quality-score-threshold dropped,
              and so are pairs whose prompt/reply similarity is outside [--min/--max-semantic-similarity]
     dedup    exact, then near duplicates at cosine >= --dedup-similarity-threshold (best of a group survives)
@@ -15,6 +16,9 @@ Steps, each counting what came in and went out (``dataset_metadata.json`` keeps 
 Quality is scored before dedup (not after, as the original lists it) because dedup keeps the
 best-scoring pair of each group, and low-quality pairs are dropped before themes so that theme
 weights describe the pairs that are trained on.
+
+Each step is a function of the run's state, and :data:`STEPS` is the order ``run()`` loops over
+(datatrove's pipeline of steps): a step fills in the state and returns its counts.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import functools
 import platform
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,10 +36,10 @@ from rhizome.config import option, save_config, to_dict
 from rhizome.device import detect_device
 from rhizome.format import clean as cleaning
 from rhizome.format import dedup, pairs as pairing, quality, split, themes
-from rhizome.format.embeddings import embed_pairs, memory_vectors
+from rhizome.format.embeddings import PairVectors, embed_pairs, memory_vectors
 from rhizome.format.records import Pair
 from rhizome.format.semantic_memory import SemanticMemory
-from rhizome.format.steps import StepLog
+from rhizome.format.steps import StepLog, StepResult
 from rhizome.ingest import IngestReport, iter_conversations
 from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
@@ -100,58 +104,72 @@ def _nonempty(items: Sequence, step: str, hint: str) -> None:
         raise FormatError(f"step '{step}' left no training pairs. {hint}")
 
 
-def run(config: FormatConfig) -> dict[str, Any]:
-    """Run every step and write the dataset; returns ``dataset_metadata.json``'s content."""
-    ratios = (config.train_ratio, config.validation_ratio, config.test_ratio)
-    if abs(sum(ratios) - 1.0) > 1e-6:
-        raise FormatError(f"split ratios {ratios} must add up to 1")
-    steps = StepLog()
+@dataclass
+class _Run:
+    """What the steps hand one another, in the order they fill it in."""
 
-    # load
-    inputs = config.inputs or default_inputs()
-    if not inputs:
-        raise FormatError(
-            "nothing to format. Put conversations.json (ChatGPT) / conversations2.json (Claude) here, or run "
-            "`python pdf_to_json.py PDFs/` first for pdf_texts.json, or name files: python data_formatter.py FILE ...")
-    conversation_files, pdf_files = split_inputs(inputs)
-    report = IngestReport()
-    with steps.step("load", len(inputs)) as step:
-        conversations = list(progress(iter_conversations(conversation_files, report, config.input_limits()),
+    config: FormatConfig
+    inputs: list[str]
+    report: IngestReport = field(default_factory=IngestReport)
+    conversations: list = field(default_factory=list)
+    chunks: list = field(default_factory=list)
+    known: dict = field(default_factory=dict)  # text hash -> the memory's vector
+    clean_stats: cleaning.CleanStats = field(default_factory=cleaning.CleanStats)
+    pair_stats: pairing.PairStats = field(default_factory=pairing.PairStats)
+    pairs: list[Pair] = field(default_factory=list)
+    device: Any = None
+    cache: EmbeddingCache | None = None
+    load_model: Any = None
+    vectors: PairVectors | None = None
+    pair_vectors: Any = None  # rows follow ``pairs`` after every step that drops pairs
+    dedup_stats: Any = None
+    theme_stats: Any = None
+    semantic_memory: SemanticMemory | None = None
+    splits: dict = field(default_factory=dict)
+
+
+def load(run: _Run) -> StepResult:
+    config = run.config
+    conversation_files, pdf_files = split_inputs(run.inputs)
+    run.conversations = list(progress(iter_conversations(conversation_files, run.report, config.input_limits()),
                                       desc="load conversations", unit="conv"))
-        chunks = load_pdf_chunks(pdf_files, report)
-        known = memory_vectors(config.input_memory_texts, config.embedding_model)
-        step.done(len(conversations) + len(chunks), conversations=len(conversations), pdf_chunks=len(chunks),
-                  memory_vectors=len(known), skipped_conversations=report.skipped_conversations,
-                  skipped_messages=report.skipped_messages)
-    for file, reason in report.errors:
+    run.chunks = load_pdf_chunks(pdf_files, run.report)
+    run.known = memory_vectors(config.input_memory_texts, config.embedding_model)
+    for file, reason in run.report.errors:
         log.warning("%s: %s", file, reason)
-    _nonempty(conversations + chunks, "load", "No conversation or PDF chunk could be read from "
-              f"{', '.join(inputs)}; see the messages above.")
+    _nonempty(run.conversations + run.chunks, "load", "No conversation or PDF chunk could be read from "
+              f"{', '.join(run.inputs)}; see the messages above.")
+    return StepResult(len(run.inputs), len(run.conversations) + len(run.chunks), dict(
+        conversations=len(run.conversations), pdf_chunks=len(run.chunks), memory_vectors=len(run.known),
+        skipped_conversations=run.report.skipped_conversations, skipped_messages=run.report.skipped_messages))
 
-    # clean
-    clean_stats = cleaning.CleanStats()
-    redaction = Redaction(config.redact, config.redact_pii)
-    with steps.step("clean", len(conversations) + len(chunks)) as step:
-        conversations = [c for c in (cleaning.clean_conversation(c, clean_stats, redaction)
-                                     for c in progress(conversations, desc="clean", unit="conv")) if c]
-        chunks = [c for c in (cleaning.clean_chunk(c, clean_stats, redaction) for c in chunks) if c]
-        step.done(len(conversations) + len(chunks), redacted=sum(clean_stats.redacted.values()),
-                  dropped=sum(clean_stats.dropped.values()))
-    _nonempty(conversations + chunks, "clean", "Every turn was empty or junk.")
 
-    # pairs
-    pair_stats = pairing.PairStats()
-    with steps.step("pairs", len(conversations) + len(chunks)) as step:
-        pairs: list[Pair] = []
-        for conversation in progress(conversations, desc="pairs", unit="conv"):
-            pairs.extend(pairing.pairs_from_conversation(conversation, config.context_turns, config.system_prompt,
-                                                         pair_stats))
-        pairs.extend(p for p in (pairing.pair_from_chunk(c, config.system_prompt, pair_stats) for c in chunks) if p)
-        step.done(len(pairs), conversation_pairs=pair_stats.conversation_pairs, pdf_pairs=pair_stats.pdf_pairs)
-    _nonempty(pairs, "pairs", "No user turn has an assistant reply, and no PDF chunk is long enough; lower "
+def clean(run: _Run) -> StepResult:
+    count_in = len(run.conversations) + len(run.chunks)
+    redaction = Redaction(run.config.redact, run.config.redact_pii)
+    run.conversations = [c for c in (cleaning.clean_conversation(c, run.clean_stats, redaction)
+                                     for c in progress(run.conversations, desc="clean", unit="conv")) if c]
+    run.chunks = [c for c in (cleaning.clean_chunk(c, run.clean_stats, redaction) for c in run.chunks) if c]
+    _nonempty(run.conversations + run.chunks, "clean", "Every turn was empty or junk.")
+    return StepResult(count_in, len(run.conversations) + len(run.chunks), dict(
+        redacted=sum(run.clean_stats.redacted.values()), dropped=sum(run.clean_stats.dropped.values())))
+
+
+def make_pairs(run: _Run) -> StepResult:
+    config, stats = run.config, run.pair_stats
+    for conversation in progress(run.conversations, desc="pairs", unit="conv"):
+        run.pairs.extend(pairing.pairs_from_conversation(conversation, config.context_turns, config.system_prompt,
+                                                         stats))
+    run.pairs.extend(p for p in (pairing.pair_from_chunk(c, config.system_prompt, stats) for c in run.chunks) if p)
+    _nonempty(run.pairs, "pairs", "No user turn has an assistant reply, and no PDF chunk is long enough; lower "
               "--context-turns does not help here: check the inputs.")
+    return StepResult(len(run.conversations) + len(run.chunks), len(run.pairs), dict(
+        conversation_pairs=stats.conversation_pairs, pdf_pairs=stats.pdf_pairs))
 
-    device = detect_device(config.force_cpu)
+
+def embed(run: _Run) -> StepResult:
+    config = run.config
+    run.device = detect_device(config.force_cpu)
     if config.workers:
         import torch
 
@@ -159,86 +177,117 @@ def run(config: FormatConfig) -> dict[str, Any]:
 
     @functools.cache
     def load_model():
-        log.info("loading %s on %s", config.embedding_model, device.describe())
-        return load_embedder(config.embedding_model, device=device.torch_device)
+        log.info("loading %s on %s", config.embedding_model, run.device.describe())
+        return load_embedder(config.embedding_model, device=run.device.torch_device)
 
-    cache = EmbeddingCache(config.cache_dir, config.embedding_model, embedding_precision(device.torch_device))
-    vectors = embed_pairs(pairs, known, cache, load_model, config.batch_size)
+    run.load_model = load_model
+    run.cache = EmbeddingCache(config.cache_dir, config.embedding_model, embedding_precision(run.device.torch_device))
+    cached_before = len(run.cache)
+    run.vectors = embed_pairs(run.pairs, run.known, run.cache, load_model, config.batch_size)
+    run.pair_vectors = run.vectors.pairs
+    return StepResult(len(run.pairs), len(run.pairs), dict(
+        texts_from_memory=run.vectors.from_memory, texts_embedded_or_cached=run.vectors.embedded),
+        varying=dict(newly_embedded=len(run.cache) - cached_before))
 
-    # quality
-    with steps.step("quality", len(pairs)) as step:
-        kept, kept_rows = [], []
-        low_quality = off_topic = echo = 0
-        for row, pair in enumerate(progress(pairs, desc="quality", unit="pair")):
-            pair.quality, pair.quality_components = quality.score_pair(pair)
-            similarity = float(vectors.prompt_reply_similarity[row])
-            pair.quality_components["prompt_reply_similarity"] = round(similarity, 4)
-            if pair.quality < config.qa_quality_score_threshold:
-                low_quality += 1
-            elif similarity < config.min_semantic_similarity:
-                off_topic += 1
-            elif similarity > config.max_semantic_similarity:
-                echo += 1
-            else:
-                kept.append(pair)
-                kept_rows.append(row)
-        step.done(len(kept), below_quality_threshold=low_quality, below_min_similarity=off_topic,
-                  above_max_similarity=echo, threshold=config.qa_quality_score_threshold)
+
+def filter_quality(run: _Run) -> StepResult:
+    config = run.config
+    count_in = len(run.pairs)
+    kept, kept_rows = [], []
+    low_quality = off_topic = echo = 0
+    for row, pair in enumerate(progress(run.pairs, desc="quality", unit="pair")):
+        pair.quality, pair.quality_components = quality.score_pair(pair)
+        similarity = float(run.vectors.prompt_reply_similarity[row])
+        pair.quality_components["prompt_reply_similarity"] = round(similarity, 4)
+        if pair.quality < config.qa_quality_score_threshold:
+            low_quality += 1
+        elif similarity < config.min_semantic_similarity:
+            off_topic += 1
+        elif similarity > config.max_semantic_similarity:
+            echo += 1
+        else:
+            kept.append(pair)
+            kept_rows.append(row)
     _nonempty(kept, "quality", "Lower --qa-quality-score-threshold (now "
               f"{config.qa_quality_score_threshold}) or widen --min/--max-semantic-similarity.")
-    pairs, pair_vectors = kept, vectors.pairs[kept_rows]
+    run.pairs, run.pair_vectors = kept, run.pair_vectors[kept_rows]
+    return StepResult(count_in, len(kept), dict(
+        below_quality_threshold=low_quality, below_min_similarity=off_topic, above_max_similarity=echo,
+        threshold=config.qa_quality_score_threshold))
 
-    # dedup
-    with steps.step("dedup", len(pairs)) as step:
-        kept_pairs, dedup_stats = dedup.dedup_pairs(pairs, pair_vectors, config.dedup_similarity_threshold)
-        index_of = {p.id: row for row, p in enumerate(pairs)}
-        pair_vectors = pair_vectors[[index_of[p.id] for p in kept_pairs]]
-        pairs = kept_pairs
-        step.done(len(pairs), exact_duplicates=dedup_stats.exact_removed, near_duplicates=dedup_stats.near_removed)
 
-    # themes
-    theme_stats = None
-    semantic_memory = None
-    with steps.step("themes", len(pairs)) as step:
-        if config.enable_semantic_labeling:
-            keyphrases = None
-            if config.extract_keyphrases:
-                keyphrases = themes.extract_keyphrases([p.text for p in pairs], pair_vectors, load_model(),
-                                                       top_n=config.themes_per_pair, cache=cache)
-            themes.label_themes(pairs, config.themes_per_pair, keyphrases)
-            counts = themes.theme_counts(pairs)
-            frequencies = None
-            if config.semantic_mode == "adaptive":
-                semantic_memory = SemanticMemory.load(config.semantic_memory_path)
-                frequencies = semantic_memory.effective_counts(counts)
-            theme_stats = themes.assign_theme_weights(pairs, config.semantic_method, frequencies,
-                                                      config.theme_temperature, config.theme_weight_cap)
-            step.done(len(pairs), unique_themes=len(counts), method=config.semantic_method,
-                      mode=config.semantic_mode)
-        else:
-            step.done(len(pairs), skipped="--enable-semantic-labeling not set")
+def deduplicate(run: _Run) -> StepResult:
+    count_in = len(run.pairs)
+    kept, run.dedup_stats = dedup.dedup_pairs(run.pairs, run.pair_vectors, run.config.dedup_similarity_threshold)
+    row_of = {p.id: row for row, p in enumerate(run.pairs)}
+    run.pair_vectors = run.pair_vectors[[row_of[p.id] for p in kept]]
+    run.pairs = kept
+    return StepResult(count_in, len(kept), dict(exact_duplicates=run.dedup_stats.exact_removed,
+                                                near_duplicates=run.dedup_stats.near_removed))
 
-    # split
-    with steps.step("split", len(pairs)) as step:
-        splits = split.split_pairs(pairs, ratios, config.seed)
-        step.done(sum(len(s) for s in splits.values()), **{name: len(s) for name, s in splits.items()})
 
-    # write
-    out = Path(config.output_dir)
-    with steps.step("write", len(pairs)) as step:
-        for name, members in splits.items():
-            atomic.write_jsonl(out / f"dataset_{name}.jsonl", (p.training_record() for p in members))
-            atomic.write_jsonl(out / f"dataset_{name}_detailed.jsonl", (p.detailed_record() for p in members))
-        step.done(len(pairs), files=2 * len(splits) + 2)
-    if semantic_memory is not None:
-        semantic_memory.record_run(themes.theme_counts(pairs), themes.source_counts(pairs), len(pairs))
-        semantic_memory.save(config.semantic_memory_path)
+def label_themes(run: _Run) -> StepResult:
+    config, pairs = run.config, run.pairs
+    if not config.enable_semantic_labeling:
+        return StepResult(len(pairs), len(pairs), dict(skipped="--enable-semantic-labeling not set"))
+    keyphrases = None
+    if config.extract_keyphrases:
+        keyphrases = themes.extract_keyphrases([p.text for p in pairs], run.pair_vectors, run.load_model(),
+                                               top_n=config.themes_per_pair, cache=run.cache)
+    themes.label_themes(pairs, config.themes_per_pair, keyphrases)
+    counts = themes.theme_counts(pairs)
+    frequencies = None
+    if config.semantic_mode == "adaptive":
+        run.semantic_memory = SemanticMemory.load(config.semantic_memory_path)
+        frequencies = run.semantic_memory.effective_counts(counts)
+    run.theme_stats = themes.assign_theme_weights(pairs, config.semantic_method, frequencies,
+                                                  config.theme_temperature, config.theme_weight_cap)
+    return StepResult(len(pairs), len(pairs), dict(unique_themes=len(counts), method=config.semantic_method,
+                                                   mode=config.semantic_mode))
 
-    metadata = _metadata(config, splits, steps, report, clean_stats, pair_stats, dedup_stats, theme_stats,
-                         semantic_memory, vectors, device.kind)
-    atomic.write_json(out / METADATA_FILE, metadata)
-    save_config(config, out / CONFIG_FILE)
-    metadata["_step_table"] = steps.table()
+
+def split_pairs(run: _Run) -> StepResult:
+    c = run.config
+    run.splits = split.split_pairs(run.pairs, (c.train_ratio, c.validation_ratio, c.test_ratio), c.seed)
+    return StepResult(len(run.pairs), sum(len(s) for s in run.splits.values()),
+                      {name: len(s) for name, s in run.splits.items()})
+
+
+def write(run: _Run) -> StepResult:
+    out = Path(run.config.output_dir)
+    for name, members in run.splits.items():
+        atomic.write_jsonl(out / f"dataset_{name}.jsonl", (p.training_record() for p in members))
+        atomic.write_jsonl(out / f"dataset_{name}_detailed.jsonl", (p.detailed_record() for p in members))
+    if run.semantic_memory is not None:
+        run.semantic_memory.record_run(themes.theme_counts(run.pairs), themes.source_counts(run.pairs), len(run.pairs))
+        run.semantic_memory.save(run.config.semantic_memory_path)
+    return StepResult(len(run.pairs), len(run.pairs), dict(files=2 * len(run.splits) + 2))
+
+
+STEPS = (("load", load), ("clean", clean), ("pairs", make_pairs), ("embed", embed), ("quality", filter_quality),
+         ("dedup", deduplicate), ("themes", label_themes), ("split", split_pairs), ("write", write))
+
+
+def run(config: FormatConfig, steps: StepLog | None = None) -> dict[str, Any]:
+    """Run every step and write the dataset; returns ``dataset_metadata.json``'s content.
+
+    ``steps`` (a fresh one when not given) receives each step's record as it finishes: counts and
+    wall time, for the console table (``StepLog.table``) and the bench.
+    """
+    ratios = (config.train_ratio, config.validation_ratio, config.test_ratio)
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise FormatError(f"split ratios {ratios} must add up to 1")
+    inputs = config.inputs or default_inputs()
+    if not inputs:
+        raise FormatError(
+            "nothing to format. Put conversations.json (ChatGPT) / conversations2.json (Claude) here, or run "
+            "`python pdf_to_json.py PDFs/` first for pdf_texts.json, or name files: python data_formatter.py FILE ...")
+    steps = steps if steps is not None else StepLog()
+    state = _Run(config, inputs)
+    steps.run(STEPS, state)
+    metadata = _metadata(state, steps)
+    atomic.write_json(Path(config.output_dir) / METADATA_FILE, metadata)
+    save_config(config, Path(config.output_dir) / CONFIG_FILE)
     return metadata
 
 
@@ -262,8 +311,9 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _metadata(config, splits, steps, report, clean_stats, pair_stats, dedup_stats, theme_stats, semantic_memory,
-              vectors, device_kind) -> dict[str, Any]:
+def _metadata(run: _Run, steps: StepLog) -> dict[str, Any]:
+    config, splits, report, clean_stats = run.config, run.splits, run.report, run.clean_stats
+    dedup_stats, theme_stats, semantic_memory, vectors = run.dedup_stats, run.theme_stats, run.semantic_memory, run.vectors
     every = [p for members in splits.values() for p in members]
     theme_distribution = Counter(t for p in every for t in p.themes)
     dedup_summary = {k: v for k, v in dedup_stats.as_dict().items() if k != "seconds"}  # keep the file reproducible
@@ -286,9 +336,9 @@ def _metadata(config, splits, steps, report, clean_stats, pair_stats, dedup_stat
         "clean": clean_stats.as_dict(),
         "secrets_redacted": {k: n for k, n in sorted(clean_stats.redacted.items()) if k not in PII_KINDS},
         "personal_data_redacted": {k: n for k, n in sorted(clean_stats.redacted.items()) if k in PII_KINDS},
-        "pairs": pair_stats.as_dict(),
+        "pairs": run.pair_stats.as_dict(),
         "embeddings": {"model": config.embedding_model, "texts_from_memory": vectors.from_memory,
-                       "texts_embedded_or_cached": vectors.embedded, "device": device_kind},
+                       "texts_embedded_or_cached": vectors.embedded, "device": run.device.kind},
         "dedup": dedup_summary,
         "themes": theme_stats.as_dict() if theme_stats else None,
         "semantic_memory": ({k: v for k, v in semantic_memory.as_dict().items() if k not in ("created", "updated")}

@@ -1,18 +1,29 @@
 """The formatter's run as a list of named steps, each counting what came in and what went out.
 
+A step is a function of the run's state that returns a :class:`StepResult`;
+:meth:`StepLog.run` calls them in order and keeps one :class:`StepRecord` each.
 Counts go into ``dataset_metadata.json`` (deterministic, so two runs with the same
-inputs write the same bytes); wall times only into the console summary.
+inputs write the same bytes); wall times, and counts that depend on what a cache
+held (``varying``), only into the console table and the bench.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
+
+
+@dataclass
+class StepResult:
+    count_in: int
+    count_out: int
+    details: dict[str, Any] = field(default_factory=dict)
+    varying: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -22,6 +33,7 @@ class StepRecord:
     count_out: int
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    varying: dict[str, Any] = field(default_factory=dict)
 
     def as_metadata(self) -> dict[str, Any]:
         return {"step": self.name, "in": self.count_in, "out": self.count_out, **self.details}
@@ -31,8 +43,15 @@ class StepLog:
     def __init__(self) -> None:
         self.records: list[StepRecord] = []
 
-    def step(self, name: str, count_in: int) -> "_Running":
-        return _Running(self, name, count_in)
+    def run(self, steps: Sequence[tuple[str, Callable[[Any], StepResult]]], state: Any) -> None:
+        """Run each ``(name, function)`` on ``state`` in order, recording its counts and wall time."""
+        for name, function in steps:
+            log.debug("step %s", name)
+            start = time.perf_counter()
+            result = function(state)
+            self.records.append(StepRecord(name, result.count_in, result.count_out, result.details,
+                                           time.perf_counter() - start, result.varying))
+            log.debug("step %s: %d in, %d out", name, result.count_in, result.count_out)
 
     def metadata(self) -> list[dict[str, Any]]:
         return [record.as_metadata() for record in self.records]
@@ -40,31 +59,7 @@ class StepLog:
     def table(self) -> str:
         lines = [f"{'step':<10} {'in':>8} {'out':>8} {'seconds':>8}  notes"]
         for r in self.records:
-            notes = ", ".join(f"{k} {v}" for k, v in r.details.items() if isinstance(v, (int, float, str)) and v)
+            notes = ", ".join(f"{k} {v}" for k, v in {**r.details, **r.varying}.items()
+                              if isinstance(v, (int, float, str)) and v)
             lines.append(f"{r.name:<10} {r.count_in:>8} {r.count_out:>8} {r.seconds:>8.1f}  {notes}")
         return "\n".join(lines)
-
-
-class _Running:
-    """``with steps.step("dedup", len(pairs)) as s: ...; s.done(len(kept), exact=3)``."""
-
-    def __init__(self, owner: StepLog, name: str, count_in: int):
-        self.owner, self.name, self.count_in = owner, name, count_in
-        self.record: StepRecord | None = None
-
-    def __enter__(self) -> "_Running":
-        self.start = time.perf_counter()
-        log.debug("step %s: %d in", self.name, self.count_in)
-        return self
-
-    def done(self, count_out: int, **details: Any) -> None:
-        self.record = StepRecord(self.name, self.count_in, count_out, details)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            return
-        if self.record is None:
-            raise RuntimeError(f"step {self.name} finished without reporting its output count")
-        self.record.seconds = time.perf_counter() - self.start
-        self.owner.records.append(self.record)
-        log.debug("step %s: %d out", self.name, self.record.count_out)

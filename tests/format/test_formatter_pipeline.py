@@ -9,6 +9,7 @@ import pytest
 
 import data_formatter
 from rhizome.format.pipeline import FormatConfig, run
+from rhizome.format.steps import StepLog
 from rhizome.pdf import PdfConfig, run as run_pdf_stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_default_run_writes_every_file_in_the_fixed_line_format(workdir):
-    metadata = run(config_for(workdir, "plain"))
+    steps = StepLog()
+    metadata = run(config_for(workdir, "plain"), steps)
+    # the caller's step log holds every step with its time; the result holds only the metadata
+    assert "_step_table" not in metadata and [r.as_metadata() for r in steps.records] == metadata["steps"]
+    assert all(r.seconds > 0 for r in steps.records) and "embed" in steps.table()
     out = workdir / "plain"
     rows = {name: read_jsonl(out / f"dataset_{name}.jsonl") for name in SPLITS}
     assert {name: len(r) for name, r in rows.items()} == metadata["splits"]
@@ -58,8 +63,8 @@ def test_default_run_writes_every_file_in_the_fixed_line_format(workdir):
             assert owners.setdefault(r["conversation_id"], name) == name
     detailed = read_jsonl(out / "dataset_train_detailed.jsonl")
     assert {"quality_components", "refs", "keyphrases", "tfidf_terms", "dedup_group"} <= set(detailed[0])
-    assert [s["step"] for s in metadata["steps"]] == ["load", "clean", "pairs", "quality", "dedup", "themes",
-                                                      "split", "write"]
+    assert [s["step"] for s in metadata["steps"]] == ["load", "clean", "pairs", "embed", "quality", "dedup",
+                                                      "themes", "split", "write"]
     saved = json.loads((out / "dataset_metadata.json").read_text())
     assert saved["total_pairs"] == sum(metadata["splits"].values())
     assert json.loads((out / "format_config.json").read_text())["output_dir"] == str(out)
