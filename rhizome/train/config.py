@@ -73,8 +73,9 @@ class TrainConfig:
     quantization: str = option("auto", "base weights: nf4 = 4-bit QLoRA via bitsandbytes, none = plain LoRA; "
                                        "auto = nf4 on CUDA, none on CPU/MPS unless the model does not fit in RAM",
                                choices=["auto", "nf4", "none"])
-    precision: str = option("auto", "compute precision: auto = bf16 autocast on CUDA with bf16 and on CPUs with "
-                                     "AVX512-BF16/AMX (measured 1.6x faster, bench/train.py), fp32 elsewhere",
+    precision: str = option("auto", "compute precision: auto = bf16 on CUDA with bf16 and on CPUs with AVX512-BF16/AMX "
+                                     "(frozen base stored in bf16, LoRA weights and optimizer fp32; 4-bit bases use "
+                                     "bf16 autocast), fp32 elsewhere (bf16 is emulated there)",
                             choices=["auto", "fp32", "bf16"])
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, ~30% slower)")
     force_cpu: bool = option(False, "train on the CPU even when a GPU is available")

@@ -31,17 +31,18 @@ class _LoraLinear(torch.autograd.Function):
         # Dropout on the adapter's input: x * keep / keep_prob; the division is folded into A.
         a = (lora_a * (1.0 / keep_prob)).to(x.dtype)
         b = (lora_b * scaling).to(x.dtype)
-        dropped = flat * keep if keep is not None else flat
-        h = dropped @ a.t()
+        h = (flat * keep if keep is not None else flat) @ a.t()
         out = torch.nn.functional.linear(flat, weight, bias)
         out.addmm_(h, b.t())
-        ctx.save_for_backward(weight, a, b, dropped, keep, h)
+        # The input, not the dropped-out input: q, k and v (and gate and up) share one input tensor, so it is
+        # kept once; the 1-byte mask is reapplied in backward.
+        ctx.save_for_backward(weight, a, b, flat, keep, h)
         ctx.scaling, ctx.keep_prob = scaling, keep_prob
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
-        weight, a, b, dropped, keep, h = ctx.saved_tensors
+        weight, a, b, flat, keep, h = ctx.saved_tensors
         grad = grad_out.reshape(-1, grad_out.shape[-1])
         grad_h = grad @ b  # [tokens, r]
         grad_x = None
@@ -51,7 +52,9 @@ class _LoraLinear(torch.autograd.Function):
             else:
                 grad_x = (grad @ weight).add_((grad_h @ a).mul_(keep))
             grad_x = grad_x.reshape(*grad_out.shape[:-1], weight.shape[1])
-        grad_a = (grad_h.t() @ dropped).float().mul_(1.0 / ctx.keep_prob) if ctx.needs_input_grad[3] else None
+        grad_a = None
+        if ctx.needs_input_grad[3]:
+            grad_a = (grad_h.t() @ (flat * keep if keep is not None else flat)).float().mul_(1.0 / ctx.keep_prob)
         grad_b = (grad.t() @ h).float().mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
         return grad_x, None, None, grad_a, grad_b, None, None, None
 
@@ -67,7 +70,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     x = x.to(base.weight.dtype)
     keep = None
     if p > 0:
-        keep = torch.empty(x.shape[:-1].numel(), x.shape[-1], dtype=x.dtype, device=x.device).bernoulli_(1.0 - p)
+        keep = torch.empty(x.shape[:-1].numel(), x.shape[-1], dtype=torch.bool, device=x.device).bernoulli_(1.0 - p)
     return _LoraLinear.apply(x, base.weight, base.bias, self.lora_A[adapter].weight, self.lora_B[adapter].weight,
                              float(self.scaling[adapter]), keep, 1.0 - p)
 

@@ -122,8 +122,8 @@ class CausalLMLoss(nn.Module):
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 autocast measured 1.6x faster than fp32 there (bench/train.py); without
-    them bf16 matmuls are emulated and slower, so fp32 stays."""
+    """AVX512-BF16 or AMX: bf16 measured faster than fp32 there (bench/train.py); without them bf16 matmuls
+    are emulated and slower, so fp32 stays (and on macOS, with no /proc/cpuinfo)."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:

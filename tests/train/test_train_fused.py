@@ -63,8 +63,8 @@ def test_fused_lora_with_dropout_equals_peft_given_the_same_masks():
     p = 0.25
     model = _peft_block(p)
     x = torch.randn(3, 10, 32)
-    torch.manual_seed(7)  # the fused forward draws one 0/1 mask per layer, in layer order
-    masks = [torch.empty(30, 32).bernoulli_(1 - p), torch.empty(30, 48).bernoulli_(1 - p)]
+    torch.manual_seed(7)  # the fused forward draws one boolean mask per layer, in layer order
+    masks = [torch.empty(30, width, dtype=torch.bool).bernoulli_(1 - p) for width in (32, 48)]
     layers = [model.base_model.model.up, model.base_model.model.down]
     calls = iter(masks)
     for layer in layers:  # PEFT's own forward, with its dropout replaced by the same masks
