@@ -1,6 +1,6 @@
 """The grounded QA evaluation on public data, so its numbers can be compared across changes.
 
-    python bench/qa.py                       # ~10 min on 2 CPU cores: 48 questions x 4 conditions
+    python bench/qa.py                       # 48 questions x 4 conditions (37 min on 2 cores shared with other jobs)
     python bench/qa.py --questions 0 --adapter none
 
 What it builds, every stage with the project's own code, in --out (default bench/out/qa/):
