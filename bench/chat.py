@@ -18,7 +18,8 @@
 4. Speech: real-time factors (processing seconds / audio seconds) of Kokoro TTS and Whisper tiny.en STT.
 
     python bench/chat.py [--sizes 1000 10000 100000] [--queries 200] [--prompts 6] [--threads N]
-                         [--engine-reps 5] [--skip-retrieval] [--skip-llm] [--skip-engines] [--skip-speech]
+                         [--engine-reps 5] [--skip-retrieval] [--skip-llm] [--skip-engines] [--skip-fidelity]
+                         [--skip-speech]
 """
 
 from __future__ import annotations
@@ -389,6 +390,7 @@ def main() -> None:
     parser.add_argument("--skip-retrieval", action="store_true")
     parser.add_argument("--skip-llm", action="store_true")
     parser.add_argument("--skip-engines", action="store_true")
+    parser.add_argument("--skip-fidelity", action="store_true")
     parser.add_argument("--skip-speech", action="store_true")
     args = parser.parse_args()
 
@@ -411,6 +413,7 @@ def main() -> None:
         bench_generation(args.memory_dir, args.prompts, args.max_new_tokens, args.budgets)
     if not args.skip_engines:
         bench_engines(args.memory_dir, args.engine_budgets, args.engine_reps, 64, torch.get_num_threads())
+    if not args.skip_fidelity:
         bench_fidelity(Path(args.memory_dir) / "data_finetune" / "dataset_test.jsonl")
     if not args.skip_speech:
         bench_speech()

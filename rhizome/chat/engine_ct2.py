@@ -5,7 +5,7 @@ bytes of weights read per token (fp32: 4 bytes a weight). CTranslate2 (installed
 the whole loop in C++ over int8 weights; bench/chat.py measures both side by side.
 
 Conversion: the base (with the adapter merged in, in fp32, by :meth:`ChatModel.load`) is converted once with
-CTranslate2's ``TransformersConverter`` and cached, next to the adapter (``final.ct2/`` beside ``final/``)
+CTranslate2's ``TransformersConverter`` and cached, next to the adapter (``final.ct2-int8/`` beside ``final/``)
 or, for the base alone, in the models cache (``<models dir>/ct2/<name>``). The folder records a key of the
 adapter's files, the base's weight files, the quantisation and the CTranslate2 version; a different key
 rebuilds it. Folders are written with :func:`rhizome.atomic.write_dir`, so a killed conversion leaves none.
