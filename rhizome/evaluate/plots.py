@@ -106,6 +106,7 @@ def plot_qa(qa: dict, path: Path) -> Path:
                  capsize=3, label=label, color=f"C{j}")
     left.set_xticks(x)
     left.set_xticklabels([f"{kind} ({summary[kind]['questions']} q)" for kind in kinds])
+    left.set_ylim(0, 105)  # on the same scale as recall, also when every bar is 0
     left.set_ylabel("exact match (%)")
     left.set_title("Answers containing the gold span, 95% bootstrap interval")
     left.legend(fontsize=8)
