@@ -1,5 +1,5 @@
-"""per_theme_perplexity.png, rare_vs_common.png (and qa_accuracy.png with --qa) from an evaluation report, with
-matplotlib's Agg backend."""
+"""per_theme_perplexity.png, rare_vs_common.png (and qa_accuracy.png with --qa: exact match and the gold
+answer's likelihood) from an evaluation report, with matplotlib's Agg backend."""
 
 from __future__ import annotations
 
@@ -88,38 +88,47 @@ def plot_report(report: dict, folder: Path, themes_per_panel: int = 12) -> list[
     return written
 
 
+def _interval_bars(ax, x, width: float, stats: list[dict], scale: float, **style) -> None:
+    """Bars at ``x`` of each stat's mean with its 95% interval as error bars (None: no bar)."""
+    means, low, high = (np.array([np.nan if s[key] is None else scale * s[key] for s in stats])
+                        for key in ("mean", "low", "high"))
+    ax.bar(x, means, width, yerr=[means - low, high - means], capsize=3, **style)
+
+
 def plot_qa(qa: dict, path: Path) -> Path:
-    """Exact match per condition with its 95% interval (all, PDF, conversation questions), retrieval recall beside."""
+    """Per condition with its 95% interval (all, PDF, conversation questions): exact match, and the gold answer's
+    log-probability per token after the chat's prompt; retrieval recall beside them."""
     plt = _pyplot()
     kinds = ("all", "pdf", "conversation")
     summary = qa["summary"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (accuracy, likelihood, recall) = plt.subplots(1, 3, figsize=(17, 4.8),
+                                                       gridspec_kw={"width_ratios": [3, 3, 1]})
     labels = list(qa["conditions"])
     width = 0.8 / len(labels)
     x = np.arange(len(kinds))
     for j, label in enumerate(labels):
-        stats = [summary[kind]["conditions"][label]["exact_match"] for kind in kinds]
-        means = np.array([np.nan if s["mean"] is None else 100 * s["mean"] for s in stats])
-        low = np.array([np.nan if s["low"] is None else 100 * s["low"] for s in stats])
-        high = np.array([np.nan if s["high"] is None else 100 * s["high"] for s in stats])
-        left.bar(x + (j - (len(labels) - 1) / 2) * width, means, width, yerr=[means - low, high - means],
-                 capsize=3, label=label, color=f"C{j}")
-    left.set_xticks(x)
-    left.set_xticklabels([f"{kind} ({summary[kind]['questions']} q)" for kind in kinds])
-    left.set_ylim(0, 105)  # on the same scale as recall, also when every bar is 0
-    left.set_ylabel("exact match (%)")
-    left.set_title("Answers containing the gold span, 95% bootstrap interval")
-    left.legend(fontsize=8)
-    left.grid(axis="y", alpha=0.3)
-    recall = [summary[kind]["recall_at_k"] for kind in kinds]
-    means = np.array([np.nan if r["mean"] is None else 100 * r["mean"] for r in recall])
-    low = np.array([np.nan if r["low"] is None else 100 * r["low"] for r in recall])
-    high = np.array([np.nan if r["high"] is None else 100 * r["high"] for r in recall])
-    right.bar(x, means, 0.6, yerr=[means - low, high - means], capsize=3, color="C7")
-    right.set_xticks(x)
-    right.set_xticklabels(kinds)
-    right.set_ylim(0, 105)
-    right.set_ylabel(f"recall@{qa['settings']['k']} (%)")
-    right.set_title("Gold sentence retrieved")
-    right.grid(axis="y", alpha=0.3)
+        offset = x + (j - (len(labels) - 1) / 2) * width
+        _interval_bars(accuracy, offset, width, [summary[k]["conditions"][label]["exact_match"] for k in kinds], 100,
+                       label=label, color=f"C{j}")
+        _interval_bars(likelihood, offset, width, [summary[k]["conditions"][label]["gold_logprob"] for k in kinds],
+                       1, label=label, color=f"C{j}")
+    ticks = [f"{kind} ({summary[kind]['questions']} q)" for kind in kinds]
+    accuracy.set_ylim(0, 105)  # on the same scale as recall, also when every bar is 0
+    accuracy.set_ylabel("exact match (%)")
+    accuracy.set_title("Answers containing the gold span, 95% bootstrap interval")
+    likelihood.axhline(0, color="black", linewidth=0.8)
+    likelihood.set_ylabel("mean log-prob per gold token (nats)")
+    likelihood.set_title("Gold answer as the reply to the chat's prompt (higher is better)")
+    for ax in (accuracy, likelihood):
+        ax.set_xticks(x)
+        ax.set_xticklabels(ticks)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    _interval_bars(recall, x, 0.6, [summary[kind]["recall_at_k"] for kind in kinds], 100, color="C7")
+    recall.set_xticks(x)
+    recall.set_xticklabels(kinds)
+    recall.set_ylim(0, 105)
+    recall.set_ylabel(f"recall@{qa['settings']['k']} (%)")
+    recall.set_title("Gold sentence retrieved")
+    recall.grid(axis="y", alpha=0.3)
     return _save(plt, fig, path)

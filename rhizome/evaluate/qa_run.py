@@ -5,7 +5,9 @@ Every answer comes from :meth:`rhizome.chat.session.ChatSession.respond` on a se
 (engine, adapter merge), retrieval (MMR, score floor, token budget), prompt assembly (system prompt, memory
 block, chat template) and generation, with the chat's settings except that decoding is greedy
 (``temperature`` 0), replies are capped at ``qa_max_new_tokens`` and nothing is remembered. "Without memories"
-is the same session with retrieval switched off (``k`` = 0, as ``--k 0`` on the page).
+is the same session with retrieval switched off (``k`` = 0, as ``--k 0`` on the page). Both sessions run the
+chat's engine through a :class:`~rhizome.evaluate.qa_likelihood.PromptRecorder`, so the gold answer's likelihood
+is scored after the very prompt the session built for that question (``qa_likelihood.py``).
 
 Conditions: each model (the base, each adapter, each ``--qa-extra-models`` model) without and with memories.
 """
@@ -22,6 +24,7 @@ from rhizome.chat.config import ChatConfig
 from rhizome.chat.retrieval import ChatMemory
 from rhizome.chat.session import ChatSession
 from rhizome.evaluate.adapters import EvalInputError
+from rhizome.evaluate.qa_likelihood import PromptRecorder, gold_likelihood
 from rhizome.evaluate.qa_metrics import (bootstrap_mean, exact_match, faithfulness, gold_retrieved,
                                          resample_indices, token_f1)
 from rhizome.evaluate.qa_questions import Question, build_questions
@@ -33,7 +36,8 @@ from rhizome.train.data import load_pairs
 log = get_logger(__name__)
 
 BOOTSTRAP_ROUNDS = 2000
-METRICS = ("exact_match", "token_f1", "faithfulness")
+METRICS = ("exact_match", "token_f1", "faithfulness", "gold_logprob", "gold_top1")
+COMPARED = ("exact_match", "gold_logprob", "gold_top1")  # the metrics whose paired differences are reported
 
 
 def chat_config(config, base_model: str, adapter: str | None = None) -> ChatConfig:
@@ -45,12 +49,14 @@ def chat_config(config, base_model: str, adapter: str | None = None) -> ChatConf
 
 def chat_sessions(config, base_model: str, adapter: str | None) -> tuple[ChatSession, ChatSession]:
     """(without memories, with memories): the chat's session built as the page builds it, and the same model
-    with retrieval off (``k`` = 0)."""
-    with_memories = ChatSession.from_config(chat_config(config, base_model, adapter))
-    memory = with_memories.memory
+    with retrieval off (``k`` = 0); both engines wrapped in one :class:`PromptRecorder`."""
+    page = ChatSession.from_config(chat_config(config, base_model, adapter))
+    memory = page.memory
     off = ChatMemory(memory.memory, None, count_tokens=memory.count_tokens,
-                     **{**ChatMemory.settings(with_memories.config), "k": 0}, status="no memories")
-    return ChatSession(with_memories.config, with_memories.model, off), with_memories
+                     **{**ChatMemory.settings(page.config), "k": 0}, status="no memories")
+    recorder = PromptRecorder(page.model)
+    return (ChatSession(page.config, recorder, off, notes=page.notes),
+            ChatSession(page.config, recorder, memory, notes=page.notes))
 
 
 def load_questions(config) -> tuple[list[Question], dict]:
@@ -73,10 +79,13 @@ def answer(session: ChatSession, question: str) -> tuple[str, list]:
 
 
 def ask_all(session: ChatSession, questions: list[Question], desc: str) -> list[dict]:
+    """Each question's answer and memories, and the gold answer's likelihood after the prompt the session built
+    for it (``session.model`` is a :class:`PromptRecorder`)."""
     rows = []
     for question in progress(questions, desc=desc, unit="q"):
         reply, hits = answer(session, question.question)
-        rows.append({"answer": reply, "memories": [h.text for h in hits]})
+        likelihood = gold_likelihood(session.model.engine, session.model.last_messages, question.answer)
+        rows.append({"answer": reply, "memories": [h.text for h in hits], **likelihood})
     return rows
 
 
@@ -86,6 +95,8 @@ def score(questions: list[Question], rows: list[dict], retrieved: list[list[str]
         "exact_match": [float(exact_match(r["answer"], q.answer)) for q, r in zip(questions, rows)],
         "token_f1": [token_f1(r["answer"], q.answer) for q, r in zip(questions, rows)],
         "faithfulness": [faithfulness(r["answer"], q.question, texts) for q, r, texts in zip(questions, rows, retrieved)],
+        "gold_logprob": [r["gold_logprob"] for r in rows],
+        "gold_top1": [r["gold_top1"] for r in rows],
     }
 
 
@@ -117,8 +128,10 @@ def run_models(config, models: Iterable[tuple[str, str, str | None]],
                                  "seconds": time.perf_counter() - clock,
                                  "answers": [r["answer"] for r in rows],
                                  "per_question": score(questions, rows, retrieval["retrieved"])}
-            log.info("%s: exact match %.1f%% (%.1f s)", label,
-                     100 * np.mean(conditions[label]["per_question"]["exact_match"] or [0]),
+            per_question = conditions[label]["per_question"]
+            log.info("%s: exact match %.1f%%, gold log-prob/token %.2f (%.1f s)", label,
+                     100 * np.mean(per_question["exact_match"] or [0]),
+                     np.nanmean(_values(per_question["gold_logprob"])) if questions else np.nan,
                      conditions[label]["seconds"])
         del without, with_memories
     return conditions, retrieval
@@ -129,7 +142,8 @@ def _values(per_question: list) -> np.ndarray:
 
 
 def summarize(questions: list[Question], conditions: dict, retrieval: dict, seed: int = 0) -> dict:
-    """Means with 95% paired-bootstrap intervals per condition and question kind, and paired differences."""
+    """Means with 95% paired-bootstrap intervals per condition and question kind, and paired differences of each
+    ``COMPARED`` metric."""
     kinds = {"all": np.arange(len(questions))}
     for kind in ("pdf", "conversation"):
         kinds[kind] = np.array([i for i, q in enumerate(questions) if q.kind == kind], dtype=int)
@@ -146,9 +160,10 @@ def summarize(questions: list[Question], conditions: dict, retrieval: dict, seed
                 metric: bootstrap_mean(_values(condition["per_question"][metric])[index], resamples)
                 for metric in METRICS}
         for first, second in differences(conditions):
-            delta = (_values(conditions[first]["per_question"]["exact_match"])
-                     - _values(conditions[second]["per_question"]["exact_match"]))
-            per_kind["differences"][f"{first} − {second}"] = bootstrap_mean(delta[index], resamples)
+            per_kind["differences"][f"{first} − {second}"] = {
+                metric: bootstrap_mean((_values(conditions[first]["per_question"][metric])
+                                        - _values(conditions[second]["per_question"][metric]))[index], resamples)
+                for metric in COMPARED}
         summary[kind] = per_kind
     return summary
 

@@ -65,12 +65,34 @@ def test_prompts_are_the_chats_own(qa_inputs, adapter_run, tiny_model_dir):
     for question in questions:
         answer(without, question.question)
         answer(with_memories, question.question)
+        assert with_memories.model.last_messages is prompts[-1]  # what the likelihood is scored after
     assert len(prompts) == 2 * len(questions) == 6
     for question, (bare, grounded) in zip(questions, zip(prompts[::2], prompts[1::2])):
         hits = page.memory.retrieve(question.question)
         assert hits and grounded == build_messages(page.config.system_prompt, [], question.question, hits)
         assert bare == build_messages(page.config.system_prompt, [], question.question, [])
         assert "Memories (" in grounded[0]["content"] and "Memories (" not in bare[0]["content"]
+
+
+def test_gold_likelihood_is_scored_after_the_chats_own_prompt(qa_evaluation, qa_inputs, adapter_run, tiny_model_dir):
+    """Each condition's gold log-prob is the page's engine scoring the gold after the messages the page builds."""
+    from rhizome.evaluate.qa_likelihood import gold_likelihood
+
+    report, _ = qa_evaluation
+    qa = report["qa"]
+    page = ChatSession.from_config(ChatConfig(base_model=str(tiny_model_dir), adapter=str(adapter_run / "final"),
+                                              memory_dir=str(qa_inputs), remember=False))
+    conditions = qa["conditions"]
+    for i, question in enumerate(qa["questions"]):
+        hits = page.memory.retrieve(question["question"])
+        for memories, label in ((hits, "tiny-finetuned with memories"), ([], "tiny-finetuned without memories")):
+            messages = build_messages(page.config.system_prompt, [], question["question"], memories)
+            expected = gold_likelihood(page.model, messages, question["answer"])
+            assert conditions[label]["per_question"]["gold_logprob"][i] == pytest.approx(expected["gold_logprob"])
+            assert conditions[label]["per_question"]["gold_top1"][i] == expected["gold_top1"]
+    # The memories change the prompt, so they change the score.
+    assert (conditions["tiny-finetuned with memories"]["per_question"]["gold_logprob"]
+            != conditions["tiny-finetuned without memories"]["per_question"]["gold_logprob"])
 
 
 def test_report_has_four_conditions_with_intervals_and_recall(qa_evaluation):
@@ -83,11 +105,15 @@ def test_report_has_four_conditions_with_intervals_and_recall(qa_evaluation):
         assert len(condition["answers"]) == 3 and len(condition["per_question"]["exact_match"]) == 3
     stat = qa["summary"]["all"]["conditions"]["tiny-finetuned with memories"]["exact_match"]
     assert stat["low"] <= stat["mean"] <= stat["high"]
-    assert "tiny-finetuned with memories − base with memories" in qa["summary"]["all"]["differences"]
+    difference = qa["summary"]["all"]["differences"]["tiny-finetuned with memories − base with memories"]
+    assert set(difference) == {"exact_match", "gold_logprob", "gold_top1"}
+    logprob = qa["summary"]["all"]["conditions"]["base with memories"]["gold_logprob"]
+    assert logprob["n"] == 3 and logprob["low"] <= logprob["mean"] <= logprob["high"] < 0
     # Each question's source sentence is in the memory, and the chat's retrieval finds it.
     assert qa["summary"]["pdf"]["recall_at_k"]["mean"] == 1.0
     markdown = (out / "eval_report.md").read_text("utf-8")
     assert "## Grounded question answering" in markdown and "| tiny-finetuned with memories | 3 |" in markdown
+    assert "gold log-prob/token" in markdown and "Paired differences in gold log-prob per token" in markdown
     assert (out / "qa_accuracy.png").stat().st_size > 0
 
 
