@@ -22,11 +22,11 @@ phrase); a term sharing a word with one already chosen is skipped. So a pair
 about James Joyce gets "james_joyce", not "joyce" then "james". Themes are
 lowercase with spaces as underscores.
 
-With ``--extract-keyphrases``, KeyBERT ranks each pair's candidate phrases (its
-:data:`KEYPHRASE_CANDIDATES` best TF-IDF terms within a batch of pairs, same
-tokenisation) by cosine to the pair's embedding, using the shipped embedder
-object and the pair embeddings dedup already computed; phrase vectors go
-through the embedding cache, so no phrase is embedded twice. A pair's
+With ``--extract-keyphrases``, KeyBERT's ranking orders each pair's candidate
+phrases (its terms among the :data:`KEYPHRASE_CANDIDATES` best TF-IDF terms of
+any pair of its batch, same tokenisation) by cosine to the pair's embedding,
+using the shipped embedder and the pair embeddings dedup already computed;
+phrase vectors go through the embedding cache, so no phrase is embedded twice. A pair's
 ``themes`` interleave TF-IDF terms and keyphrases (TF-IDF first, so the
 dominant theme is the top TF-IDF term), with the same no-shared-word rule, at
 most ``max_themes``.
@@ -227,49 +227,69 @@ def extract_keyphrases(texts: Sequence[str], doc_embeddings: np.ndarray, model, 
     """KeyBERT keyphrases per text, ranked by cosine to ``doc_embeddings`` (the pairs' own vectors).
 
     ``model`` is the loaded SentenceTransformer that made ``doc_embeddings``.
-    KeyBERT chooses among each text's ``candidates`` best TF-IDF terms (within
-    its batch), which are embedded with ``model`` once each, through ``cache``
-    when given: embedding every word and bigram of every pair would cost more
-    than embedding the pairs themselves.
+    Within each batch of ``batch_size`` texts, each text's ``candidates`` best
+    TF-IDF terms join the batch's phrase list; a text's keyphrases are its own
+    terms on that list, best cosine first (KeyBERT's ranking with precomputed
+    embeddings, as ``KeyBERT.extract_keywords(doc_embeddings=, word_embeddings=)``
+    does it, computed for the whole batch at once). Phrases are embedded through
+    ``cache`` when given, each once per run and never again while the cache
+    lasts, in large batches: they are a few word pieces long, and
+    embedding every word and bigram of every pair would cost more than
+    embedding the pairs themselves.
     """
-    from keybert import KeyBERT
-    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
     if len(doc_embeddings) != len(texts):
         raise ValueError(f"keyphrases: {len(doc_embeddings)} embeddings for {len(texts)} texts")
-    keybert = KeyBERT(model=model)
     phrase_cache = cache if cache is not None else EmbeddingCache(None, "keyphrases")
     out: list[list[str]] = []
     bar = progress(desc="keyphrases", total=len(texts), unit="pair")
     for start in range(0, len(texts), batch_size):
-        docs = list(texts[start:start + batch_size])
-        try:
-            tfidf = TfidfVectorizer(analyzer=candidate_terms, sublinear_tf=True, dtype=np.float32)
-            matrix = tfidf.fit_transform(docs).tocsr()
+        terms = [candidate_terms(text) for text in texts[start:start + batch_size]]
+        try:  # the texts are tokenised once, here, for both the candidates and the ranking
+            tfidf = TfidfVectorizer(analyzer=_given_terms, sublinear_tf=True, dtype=np.float32)
+            matrix = tfidf.fit_transform(terms).tocsr()
         except ValueError:  # no candidate phrase in this batch
-            out.extend([] for _ in docs)
-            bar.update(len(docs))
+            out.extend([] for _ in terms)
+            bar.update(len(terms))
             continue
-        terms = tfidf.get_feature_names_out()
-        chosen: set[str] = set()
+        vocabulary = tfidf.get_feature_names_out()
+        chosen = np.zeros(len(vocabulary), dtype=bool)
         for row in range(matrix.shape[0]):
             lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
             best = np.lexsort((matrix.indices[lo:hi], -matrix.data[lo:hi]))[:candidates]
-            chosen.update(terms[matrix.indices[lo:hi][best]])
-        phrases = sorted(chosen)
-        phrase_vectors = embed_missing(phrases, [text_key(p) for p in phrases], phrase_cache,
-                                       load_model=lambda: model, batch_size=128)
-        found = keybert.extract_keywords(
-            docs, vectorizer=CountVectorizer(analyzer=candidate_terms, vocabulary=phrases), top_n=top_n * 2,
-            doc_embeddings=np.asarray(doc_embeddings[start:start + len(docs)], dtype=np.float32),
-            word_embeddings=phrase_vectors,
-        )
-        if len(docs) == 1:  # KeyBERT unwraps the list for a single document
-            found = [found]
-        out.extend(_pick([normalize_theme(phrase) for phrase, _ in ranked], top_n) for ranked in found)
-        bar.update(len(docs))
+            chosen[matrix.indices[lo:hi][best]] = True
+        phrase_columns = np.flatnonzero(chosen)  # the batch's phrase list, in alphabetical order
+        phrases = vocabulary[phrase_columns].tolist()
+        phrase_vectors = np.zeros((len(vocabulary), doc_embeddings.shape[1]), dtype=np.float32)
+        phrase_vectors[phrase_columns] = embed_missing(phrases, [text_key(p) for p in phrases], phrase_cache,
+                                                       load_model=lambda: model, batch_size=512)
+        docs = np.asarray(doc_embeddings[start:start + len(terms)], dtype=np.float32)
+        out.extend(_rank_keyphrases(matrix, chosen, vocabulary, docs, phrase_vectors, top_n))
+        bar.update(len(terms))
     bar.close()
     return out
+
+
+def _given_terms(terms: list[str]) -> list[str]:
+    return terms
+
+
+def _rank_keyphrases(matrix, chosen: np.ndarray, vocabulary: np.ndarray, docs: np.ndarray,
+                     phrase_vectors: np.ndarray, top_n: int) -> list[list[str]]:
+    """Each row's listed terms by cosine to its document, the best ``2 * top_n`` through :func:`_pick`."""
+    keep = chosen[matrix.indices]
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))[keep]
+    columns = matrix.indices[keep]
+    norms = np.linalg.norm(docs, axis=1)
+    scores = np.einsum("ij,ij->i", docs[rows], phrase_vectors[columns]) / np.where(norms > 0, norms, 1.0)[rows]
+    bounds = np.searchsorted(rows, np.arange(matrix.shape[0] + 1))
+    ranked = []
+    for row in range(matrix.shape[0]):
+        lo, hi = bounds[row], bounds[row + 1]
+        best = columns[lo:hi][np.argsort(-scores[lo:hi], kind="stable")[:2 * top_n]]
+        ranked.append(_pick([normalize_theme(vocabulary[c]) for c in best], top_n))
+    return ranked
 
 
 def label_themes(pairs: Sequence[Pair], top_k: int = DEFAULT_TOP_K, keyphrases: Sequence[list[str]] | None = None,

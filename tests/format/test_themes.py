@@ -156,3 +156,27 @@ def test_keyphrases_use_pair_embeddings_and_cache_phrases(tmp_path):
     assert cached > 0
     again = extract_keyphrases(texts, vectors, model, top_n=2, batch_size=2, cache=cache)
     assert again == first and len(cache) == cached  # nothing embedded twice
+
+
+@pytest.mark.slow
+def test_keyphrases_keep_nine_in_ten_of_the_unbatched_top_five_on_the_samples(tmp_path):
+    import json
+    from pathlib import Path
+
+    from rhizome.format.pipeline import FormatConfig, _Run, clean, embed, load, make_pairs
+    from rhizome.format.themes import extract_keyphrases
+
+    reference = json.loads((Path(__file__).parent / "data" / "keyphrases_top5_samples.json").read_text())["top5"]
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    config = FormatConfig(inputs=[str(samples / n) for n in ("conversations.json", "conversations2.json",
+                                                              "custom_conversations.json", "chat.jsonl")],
+                          cache_dir=str(tmp_path / "cache"), input_memory_texts=str(tmp_path / "none.npy"))
+    state = _Run(config, config.inputs)
+    for step in (load, clean, make_pairs, embed):  # the pairs and vectors the formatter hands the themes step
+        step(state)
+    ids = [p.id.replace(f"{samples.parent}/", "") for p in state.pairs]  # chat.jsonl ids hold its path
+    assert sorted(ids) == sorted(reference)
+    found = extract_keyphrases([p.text for p in state.pairs], state.pair_vectors, state.load_model(), top_n=5,
+                               cache=state.cache)
+    kept = sum(len(set(reference[pair_id]) & set(row)) for pair_id, row in zip(ids, found))
+    assert kept >= 0.9 * sum(len(row) for row in reference.values())
