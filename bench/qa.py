@@ -2,6 +2,7 @@
 
     python bench/qa.py                       # 48 questions x 4 conditions (37 min on 2 cores shared with other jobs)
     python bench/qa.py --questions 0 --adapter none
+    python bench/qa.py --questions 8 --out bench/out/qa-small   # a quick look (inputs built again in that folder)
 
 What it builds, every stage with the project's own code, in --out (default bench/out/qa/):
 
@@ -17,7 +18,8 @@ What it builds, every stage with the project's own code, in --out (default bench
              document and by conversation
   ask        rhizome.evaluate.qa_run: questions from the held-out splits, asked through the chat's own session
              for the base model and --adapter (default: the demo's, when `make demo` has made it), each with
-             and without memories; greedy, --max-new-tokens
+             and without memories; greedy, --max-new-tokens; each gold answer's log-probability after the
+             chat's own prompt beside exact match (rhizome.evaluate.qa_likelihood)
 
 Prints the table and writes eval_report.{json,md} and qa_accuracy.png. Each stage reuses its output when a
 rerun has the same settings (bench/out/qa/settings.json).
