@@ -4,7 +4,9 @@ A pair is represented by the normalised sum of its prompt's and reply's
 vectors. Those are message texts, so most were already embedded by
 ``batch_embedder.py``: they come from ``memory_texts.npy`` (when it was made
 with the same model) or the shared embedding cache, and only texts that
-cleaning changed, or that were never embedded, are computed.
+cleaning changed, or that were never embedded (the instructions made for PDF
+chunks), are computed. Texts over the token limit are split as the memory
+splits them, so their pieces are found there too.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ log = get_logger(__name__)
 class PairVectors:
     pairs: np.ndarray  # one L2-normalised row per pair
     prompt_reply_similarity: np.ndarray  # cosine of each pair's prompt and reply
-    from_memory: int  # distinct texts whose vector came from memory_texts.npy
-    embedded: int  # distinct texts embedded (or taken from the cache) in this run
+    from_memory: int  # distinct texts (or pieces of long ones) whose vector came from memory_texts.npy
+    embedded: int  # distinct texts (or pieces) embedded (or taken from the cache) in this run
 
 
 def memory_vectors(vectors_path: str | Path, model_name: str) -> dict[str, np.ndarray]:
@@ -53,18 +55,28 @@ def memory_vectors(vectors_path: str | Path, model_name: str) -> dict[str, np.nd
 
 
 def embed_pairs(pairs: Sequence[Pair], known: dict[str, np.ndarray], cache: EmbeddingCache,
-                load_model: Callable, batch_size: int) -> PairVectors:
+                load_model: Callable, batch_size: int, split: Callable[[str], list[str]] | None = None) -> PairVectors:
+    """Vectors of each pair's prompt and reply, and the pair's vector.
+
+    ``split`` cuts a text to the embedder's token limit, as ``batch_embedder.py`` does; a text of several
+    pieces gets the normalised mean of its pieces' vectors. So a long message is represented whole (the
+    model alone would see only its first 256 word pieces), and its vector comes from the pieces the memory
+    already holds instead of being computed again.
+    """
     prompts = [p.prompt for p in pairs]
     replies = [p.reply for p in pairs]
     texts = list(dict.fromkeys(prompts + replies))
-    keys = [text_key(t) for t in texts]
-    missing = [(t, k) for t, k in zip(texts, keys) if k not in known]
+    pieces_of = {t: split(t) if split else [t] for t in texts}
+    pieces = list(dict.fromkeys(piece for t in texts for piece in pieces_of[t]))
+    keys = [text_key(p) for p in pieces]
+    missing = [(p, k) for p, k in zip(pieces, keys) if k not in known]
     computed = {}
     if missing:
-        vectors = embed_missing([t for t, _ in missing], [k for _, k in missing], cache, load_model,
+        vectors = embed_missing([p for p, _ in missing], [k for _, k in missing], cache, load_model,
                                 batch_size=batch_size)
         computed = dict(zip((k for _, k in missing), vectors))
-    vector_of = {t: known[k] if k in known else computed[k] for t, k in zip(texts, keys)}
+    piece_vector = {p: known[k] if k in known else computed[k] for p, k in zip(pieces, keys)}
+    vector_of = {t: _mean_direction([piece_vector[p] for p in pieces_of[t]]) for t in texts}
     prompt_vectors = np.stack([vector_of[t] for t in prompts]) if pairs else np.zeros((0, 0), np.float32)
     reply_vectors = np.stack([vector_of[t] for t in replies]) if pairs else prompt_vectors
     summed = prompt_vectors + reply_vectors
@@ -72,3 +84,11 @@ def embed_pairs(pairs: Sequence[Pair], known: dict[str, np.ndarray], cache: Embe
     pair_vectors = (summed / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     similarity = np.einsum("ij,ij->i", prompt_vectors, reply_vectors) if pairs else np.zeros(0)
     return PairVectors(pair_vectors, similarity, from_memory=len(keys) - len(missing), embedded=len(missing))
+
+
+def _mean_direction(vectors: list[np.ndarray]) -> np.ndarray:
+    if len(vectors) == 1:
+        return vectors[0]
+    mean = np.mean(vectors, axis=0)
+    norm = np.linalg.norm(mean)
+    return (mean / norm if norm > 0 else mean).astype(np.float32)

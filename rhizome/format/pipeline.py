@@ -43,7 +43,11 @@ from rhizome.format.steps import StepLog, StepResult
 from rhizome.ingest import IngestReport, iter_conversations
 from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
-from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, EmbeddingCache, embedding_precision, load_embedder
+from rhizome.memory.build import model_token_limit
+from rhizome.memory.embedder import (
+    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, embedding_precision, load_embedder, load_tokenizer,
+)
+from rhizome.memory.items import TokenSplitter
 from rhizome.redact import PII_KINDS, REDACT_HELP, REDACT_PII_HELP, Redaction
 
 log = get_logger(__name__)
@@ -183,7 +187,9 @@ def embed(run: _Run) -> StepResult:
     run.load_model = load_model
     run.cache = EmbeddingCache(config.cache_dir, config.embedding_model, embedding_precision(run.device.torch_device))
     cached_before = len(run.cache)
-    run.vectors = embed_pairs(run.pairs, run.known, run.cache, load_model, config.batch_size)
+    tokenizer = load_tokenizer(config.embedding_model)
+    splitter = TokenSplitter(tokenizer, model_token_limit(config.embedding_model, tokenizer))
+    run.vectors = embed_pairs(run.pairs, run.known, run.cache, load_model, config.batch_size, splitter.split)
     run.pair_vectors = run.vectors.pairs
     return StepResult(len(run.pairs), len(run.pairs), dict(
         texts_from_memory=run.vectors.from_memory, texts_embedded_or_cached=run.vectors.embedded),

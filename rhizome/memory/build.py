@@ -56,7 +56,7 @@ class EmbedConfig(InputOptions):
     verbose: bool = option(False, "debug logging")
 
 
-def _model_token_limit(model_name: str, tokenizer) -> int:
+def model_token_limit(model_name: str, tokenizer) -> int:
     """The sentence-transformers max_seq_length (what encode() truncates to), minus [CLS]/[SEP]."""
     config = Path(resolve_model_path(model_name)) / "sentence_bert_config.json"
     limit = None
@@ -131,7 +131,7 @@ def build_memory(config: EmbedConfig) -> dict:
     conversation_files, pdf_files = split_inputs(inputs)
 
     tokenizer = load_tokenizer(config.embedding_model)
-    max_tokens = config.max_tokens or _model_token_limit(config.embedding_model, tokenizer)
+    max_tokens = config.max_tokens or model_token_limit(config.embedding_model, tokenizer)
     splitter = TokenSplitter(tokenizer, max_tokens)
 
     report = IngestReport()

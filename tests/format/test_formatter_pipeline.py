@@ -162,3 +162,26 @@ def test_outputs_load_with_datasets(workdir):
         run(config_for(workdir, "plain"))
     loaded = datasets.load_dataset("json", data_files={s: str(out / f"dataset_{s}.jsonl") for s in SPLITS})
     assert loaded["train"][0]["messages"][-1]["role"] == "assistant"
+
+
+def test_formatter_embeds_nothing_the_memory_holds_even_a_message_over_the_token_limit(tmp_path):
+    from rhizome.memory.build import EmbedConfig, build_memory
+
+    long_reply = " ".join(f"Step {i}: lift frame {i} and look for eggs, larvae and sealed brood in the nest."
+                          for i in range(40))  # ~900 word pieces: the memory holds it as four pieces
+    turns = ["How do I inspect a hive in spring?", long_reply, "And how often should I open it?",
+             "Every seven to ten days in the swarming season, less often later in the summer."]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": r, "content": t} for r, t in
+                                             zip(["user", "assistant"] * 2, turns)]}) + "\n")
+    memory = build_memory(EmbedConfig(inputs=[str(chat)], output_dir=str(tmp_path / "memory"),
+                                      cache_dir=str(tmp_path / "memory_cache")))
+    assert memory["split_items"] >= 3
+    steps = StepLog()
+    metadata = run(FormatConfig(inputs=[str(chat)], output_dir=str(tmp_path / "out"),
+                                cache_dir=str(tmp_path / "formatter_cache"),  # empty: only the memory can help
+                                input_memory_texts=str(tmp_path / "memory" / "memory_texts.npy"),
+                                qa_quality_score_threshold=0.0, semantic_memory_path=str(tmp_path / "s.pkl")), steps)
+    embed = next(r for r in steps.records if r.name == "embed")
+    assert embed.varying["newly_embedded"] == 0
+    assert metadata["embeddings"]["texts_from_memory"] == memory["items"]
