@@ -56,6 +56,7 @@ def system_prompt(export) -> str:
     return text.split('SYSTEM """', 1)[1].split('"""', 1)[0]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_llama_cpp_stops_at_the_end_of_turn_and_answers_as_the_merged_model(smollm_export):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,6 +80,7 @@ def test_llama_cpp_stops_at_the_end_of_turn_and_answers_as_the_merged_model(smol
             assert got["tokens"][:AGREE_TOKENS] == want[:AGREE_TOKENS], (got["text"], tokenizer.decode(want))
 
 
+@pytest.mark.slow
 def test_q4_0_gguf_runs_and_ends_its_turn(smollm_export, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
