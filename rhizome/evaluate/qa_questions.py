@@ -42,9 +42,16 @@ MAX_SENTENCE_CHARS = 320
 MAX_PROMPT_CHARS = 200  # of a user question quoted in a conversation question
 PER_SOURCE = 2  # questions from one chunk or reply, so one long text cannot dominate the set
 
-PDF_TEMPLATE = "Using my notes from “{title}”, fill in the blank: “{cloze}” What is the missing word or number?"
+# "Reply with only ..." rather than "What is the missing word or number?", which SmolLM2-135M answered with "The
+# missing word or number is “the”" every time. On the demo (10 questions) the instruction raised the gold answer's
+# log-probability in all four conditions (adapter with memories -5.96 -> -5.22 nats per token) and exact match with
+# memories from 0 to 1 of 10. "Which word or number goes in the blank of ...? Answer with just that word or number,
+# nothing else." fell between the two on likelihood in every condition (exact match: 2 of 10 for the adapter with
+# memories, 0 for the base). Only the instruction changed: the cloze and the source named are the same.
+PDF_TEMPLATE = ("Using my notes from “{title}”, fill in the blank: “{cloze}” "
+                "Reply with only the missing word or number.")
 CONVERSATION_TEMPLATE = ("In an earlier conversation I asked: “{prompt}” Fill in the blank in the answer I got: "
-                         "“{cloze}” What is the missing word or number?")
+                         "“{cloze}” Reply with only the missing word or number.")
 
 # A sentence ends at . ! or ? before whitespace (so "3.10" and "e.g.x" stay inside it) or at a line end.
 _SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?![\s.!?]|$))+(?:[.!?]+(?=\s|$)|(?=\n)|$)")

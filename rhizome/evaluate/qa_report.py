@@ -112,14 +112,18 @@ def summary_lines(qa: dict) -> list[str]:
 
 
 def headline(qa: dict) -> str | None:
-    """One line for the run summary: the last adapter with memories, next to the base with memories."""
+    """One line for the run summary: the last adapter with memories, next to the base with memories (exact match and
+    gold log-prob per token)."""
     with_memories = [label for label, c in qa["conditions"].items() if c["memories"] and c["adapter"]]
     if not with_memories:
         return None
     label = with_memories[-1]
     base = next((lab for lab, c in qa["conditions"].items() if c["memories"] and c["model"] == "base"), None)
+    stats = qa["summary"]["all"]["conditions"]
     line = (f"Grounded QA ({qa['summary']['all']['questions']} questions): {label} "
-            f"{_interval(accuracy_of(qa, label))} exact match")
+            f"{_interval(accuracy_of(qa, label))} exact match, gold log-prob/token "
+            f"{_interval(stats[label]['gold_logprob'], 'gold_logprob')}")
     if base:
-        line += f" (base with memories {_interval(accuracy_of(qa, base))})"
+        line += (f" (base with memories {_interval(accuracy_of(qa, base))}, "
+                 f"{_interval(stats[base]['gold_logprob'], 'gold_logprob')})")
     return line

@@ -124,3 +124,4 @@ def test_summary_prints_the_adapter_with_memories_next_to_perplexity(qa_evaluati
     assert summary.main(["--root", str(out.parent), "--run-dir", out.name]) == 0
     printed = capsys.readouterr().out
     assert "Test perplexity" in printed and "Grounded QA (3 questions): tiny-finetuned with memories" in printed
+    assert "exact match, gold log-prob/token -" in printed
