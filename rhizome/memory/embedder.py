@@ -162,7 +162,8 @@ class EmbeddingCache:
     With ``root=None`` the cache lives in memory only.
     """
 
-    def __init__(self, root: str | os.PathLike | None, model_name: str, precision: str = "fp32"):
+    def __init__(self, root: str | os.PathLike | None, model_name: str, precision: str | None = None):
+        precision = precision or embedding_precision()  # as load_embedder() chooses, for a CPU
         if precision not in PRECISIONS:
             raise ValueError(f"embedding precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         suffix = "" if precision == "fp32" else f"-{precision}"

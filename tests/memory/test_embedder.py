@@ -52,8 +52,8 @@ def test_cache_is_per_model(tmp_path):
 
 def test_cache_is_per_precision_and_fp32_keeps_the_old_folder(tmp_path):
     EmbeddingCache(tmp_path, "m", "bf16").add([text_key("x")], np.ones((1, 2), np.float32))
-    assert len(EmbeddingCache(tmp_path, "m")) == 0 and len(EmbeddingCache(tmp_path, "m", "bf16")) == 1
-    assert EmbeddingCache(tmp_path, "m").folder == tmp_path / "m"
+    assert len(EmbeddingCache(tmp_path, "m", "fp32")) == 0 and len(EmbeddingCache(tmp_path, "m", "bf16")) == 1
+    assert EmbeddingCache(tmp_path, "m", "fp32").folder == tmp_path / "m"
     with pytest.raises(ValueError, match="fp32, bf16"):
         EmbeddingCache(tmp_path, "m", "int4")
 
