@@ -119,10 +119,10 @@ def plot_qa(qa: dict, path: Path) -> Path:
     likelihood.axhline(0, color="black", linewidth=0.8)
     likelihood.set_ylabel("mean log-prob per gold token (nats)")
     likelihood.set_title("Gold answer as the reply to the chat's prompt (higher is better)")
+    accuracy.legend(fontsize=8)  # once: the likelihood panel's bars hang down from 0, where a legend would hide them
     for ax in (accuracy, likelihood):
         ax.set_xticks(x)
         ax.set_xticklabels(ticks)
-        ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     _interval_bars(recall, x, 0.6, [summary[kind]["recall_at_k"] for kind in kinds], 100, color="C7")
     recall.set_xticks(x)
