@@ -43,14 +43,10 @@ def next_token_log_probs(engine: ChatEngine, ids: list[int], first: int) -> np.n
     """Log-probabilities over the vocabulary of the token after each of ``ids[first:-1]``, by ``engine``'s model:
     row i is the distribution of ``ids[first + i + 1]``."""
     if isinstance(engine, CT2ChatModel):
-        output = engine.generator.forward_batch([ids], return_log_probs=True)
-        if engine.device == "cpu":
-            log_probs = np.asarray(output)
-        else:
-            import torch
+        import ctranslate2
 
-            log_probs = torch.as_tensor(output, device=engine.device).float().cpu().numpy()
-        return log_probs[0, first:-1].astype(np.float64)
+        output = engine.generator.forward_batch([ids], return_log_probs=True)
+        return np.asarray(output.to_device(ctranslate2.Device.cpu))[0, first:-1].astype(np.float64)
     if isinstance(engine, ChatModel):
         import torch
 
