@@ -199,7 +199,8 @@ def generate(out_dir: str | Path, scale: float = 1.0, seed: int = 0) -> dict:
         "format": "rhizome.heavy_corpus_truth", "version": 1, "scale": scale, "seed": seed, "marker": MARKER,
         "conversations": len(chatgpt) + len(claude), "chatgpt_conversations": len(chatgpt),
         "claude_conversations": len(claude), "visible_messages": messages, "pdfs": pdfs,
-        "features": counts, "bytes": sum((out / f).stat().st_size for f in ("conversations.json", "conversations2.json")),
+        "features": counts,
+        "bytes": sum((out / f).stat().st_size for f in ("conversations.json", "conversations2.json")),
         "ids": truth_ids,
     }
     atomic.write_json(out / TRUTH_FILE, truth)

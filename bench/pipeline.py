@@ -133,7 +133,8 @@ def print_table(runs: dict[float, dict]) -> None:
     print(f"| stages 1-3 | {total[0]:.1f} | {total[1]:.1f} | {growth(total[0], total[1], ratio):.2f} | | |")
     for scale, run in sorted(runs.items()):
         embed = run["stages"]["data_formatter"]["steps"]["embed"]
-        print(f"scale {scale:g}: the formatter took {run['stages']['data_formatter']['embeddings']['texts_from_memory']}"
+        from_memory = run["stages"]["data_formatter"]["embeddings"]["texts_from_memory"]
+        print(f"scale {scale:g}: the formatter took {from_memory}"
               f" texts' vectors from the memory and embedded {embed.get('newly_embedded', 0)} new ones")
 
 

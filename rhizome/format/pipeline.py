@@ -319,7 +319,8 @@ def _library_versions() -> dict[str, str]:
 
 def _metadata(run: _Run, steps: StepLog) -> dict[str, Any]:
     config, splits, report, clean_stats = run.config, run.splits, run.report, run.clean_stats
-    dedup_stats, theme_stats, semantic_memory, vectors = run.dedup_stats, run.theme_stats, run.semantic_memory, run.vectors
+    dedup_stats, theme_stats, semantic_memory = run.dedup_stats, run.theme_stats, run.semantic_memory
+    vectors = run.vectors
     every = [p for members in splits.values() for p in members]
     theme_distribution = Counter(t for p in every for t in p.themes)
     dedup_summary = {k: v for k, v in dedup_stats.as_dict().items() if k != "seconds"}  # keep the file reproducible
