@@ -205,13 +205,15 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def patch_member(data: bytes, name: str, flag_bits: int | None = None, method: int | None = None) -> bytes:
-    """A member's flags or compression method as an encrypting or Deflate64 archiver writes them."""
+    """A member's flags or compression method, in its local and central header, as an encrypting or Deflate64
+    archiver writes them (zipfile cannot write either)."""
     patched = bytearray(data)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         local = archive.getinfo(name).header_offset
     central = patched.find(b"PK\x01\x02")
     while patched[central + 46:central + 46 + len(name)] != name.encode():
         central = patched.find(b"PK\x01\x02", central + 4)
+    # flag bits and method: at +6 / +8 in the local header, +8 / +10 in the central one
     for field, value in ((6, flag_bits), (8, method)):
         if value is not None:
             patched[local + field:local + field + 2] = value.to_bytes(2, "little")

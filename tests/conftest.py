@@ -12,6 +12,16 @@ TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "nu
         "num_key_value_heads": 2, "head_dim": 16}
 
 
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """For the module's tests, base-model conversions (CTranslate2) go to a temporary models cache, not the
+    user's."""
+    folder = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RHIZOME_MODELS_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def smol_dir() -> str:
     """The default model as a Hugging Face folder (converted from the shipped GGUF once per machine)."""

@@ -18,15 +18,6 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    """Base-only conversions go to the models cache: a temporary one, not the user's."""
-    folder = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RHIZOME_MODELS_DIR", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def torch_model(tiny_chat_model_dir):
     return ChatModel.load(tiny_chat_model_dir, None, device="cpu")
 

@@ -16,15 +16,6 @@ GOLD = "35 °C"
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    """Base-only CTranslate2 conversions go to the models cache: a temporary one, not the user's."""
-    folder = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RHIZOME_MODELS_DIR", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def torch_engine(tiny_model_dir):
     return ChatModel.load(str(tiny_model_dir), None, device="cpu")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.fuzz_inputs import patch_member
 from rhizome.ingest import IngestReport, InputLimits, iter_conversations, load_conversations
 from rhizome.ingest.chatgpt import active_branch
 from rhizome.ingest.stream import JsonGuard
@@ -236,23 +237,6 @@ def zip_bytes(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> by
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
-
-
-def patch_member(data: bytes, name: str, flag_bits: int | None = None, method: int | None = None) -> bytes:
-    """Set a member's flags or compression method in both its local and its central header, as an
-    encrypting or Deflate64 archiver writes them (zipfile cannot write either)."""
-    patched = bytearray(data)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        local = archive.getinfo(name).header_offset
-    central = patched.find(b"PK\x01\x02")
-    while patched[central + 46:central + 46 + len(name)] != name.encode():
-        central = patched.find(b"PK\x01\x02", central + 4)
-    # flag bits and method: at +6 / +8 in the local header, +8 / +10 in the central one
-    for field, value in ((6, flag_bits), (8, method)):
-        if value is not None:
-            patched[local + field:local + field + 2] = value.to_bytes(2, "little")
-            patched[central + field + 2:central + field + 4] = value.to_bytes(2, "little")
-    return bytes(patched)
 
 
 def test_password_protected_and_unsupported_members_are_named_and_the_others_read(tmp_path):
