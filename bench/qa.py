@@ -33,7 +33,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,21 +53,6 @@ PAGE_CHARS = 2500
 HOLD_OUT = [0.5, 0.25, 0.25]
 DEMO_ADAPTER = ROOT / "SmolLM2-135M-Instruct-finetuned" / "final"
 _UNDERLINE = re.compile(r"^[=*\-~^]{3,}$")
-
-
-@dataclass
-class QaBenchConfig:
-    """The EvalConfig fields rhizome.evaluate.qa_run reads, pointed at the bench's files."""
-
-    test_file: str
-    train_file: str
-    qa_validation_file: str
-    pdf_texts: str
-    memory_dir: str
-    qa_max_questions: int
-    qa_max_new_tokens: int
-    force_cpu: bool = False
-    qa_extra_models: tuple = ()
 
 
 def prose(topic_text: str) -> tuple[str, list[str]]:
@@ -158,6 +142,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from rhizome.evaluate.adapters import resolve_adapters
+    from rhizome.evaluate.config import EvalConfig
     from rhizome.evaluate.plots import QA_PNG, plot_qa
     from rhizome.evaluate.qa_report import to_markdown
     from rhizome.evaluate.qa_run import run_qa
@@ -165,10 +150,10 @@ def main() -> None:
 
     made = build_inputs(args)
     data = args.out / "data_finetune"
-    config = QaBenchConfig(test_file=str(data / "dataset_test.jsonl"), train_file=str(data / "dataset_train.jsonl"),
-                           qa_validation_file=str(data / "dataset_validation.jsonl"),
-                           pdf_texts=str(args.out / "pdf_texts.json"), memory_dir=str(args.out),
-                           qa_max_questions=args.questions, qa_max_new_tokens=args.max_new_tokens)
+    config = EvalConfig(test_file=str(data / "dataset_test.jsonl"), train_file=str(data / "dataset_train.jsonl"),
+                        qa_validation_file=str(data / "dataset_validation.jsonl"),
+                        pdf_texts=str(args.out / "pdf_texts.json"), memory_dir=str(args.out),
+                        qa_max_questions=args.questions, qa_max_new_tokens=args.max_new_tokens)
     adapters = [] if args.adapter.lower() == "none" else resolve_adapters([args.adapter])
     qa = run_qa(config, args.base_model or DEFAULT_MODEL, adapters)
     report = {"format": "rhizome.eval_report", "version": 1, "benchmark": "bench/qa.py", "inputs": made, "qa": qa}
