@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def available_cpus() -> int:
@@ -21,6 +22,20 @@ def physical_cores() -> int:
     except ImportError:
         physical = logical
     return max(1, min(logical, physical))
+
+
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_bf16_matmul(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX); without them PyTorch emulates
+    bf16 and runs slower than fp32. False where that cannot be read (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return not _BF16_CPU_FLAGS.isdisjoint(flags)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from rhizome import atomic
+from rhizome.device import cpu_has_bf16_matmul
 from rhizome.log import get_logger, progress
 
 log = get_logger(__name__)
@@ -70,19 +71,6 @@ def _not_found(name: str, what: str, exc: Exception) -> ModelNotFoundError:
 
 
 PRECISIONS = ("fp32", "bf16")
-_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def cpu_has_bf16_matmul(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bf16 matrices natively; False where that cannot be read (not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return not _BF16_CPU_FLAGS.isdisjoint(flags)
-
-
 def embedding_precision(device: str = "cpu") -> str:
     """The precision the embedder runs at on ``device``: bf16 on CPUs that have the instructions, else fp32."""
     chosen = os.environ.get("RHIZOME_EMBED_PRECISION", "").strip().lower()

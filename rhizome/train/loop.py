@@ -31,7 +31,7 @@ from torch import nn
 
 from rhizome import atomic
 from rhizome.config import save_config, to_dict
-from rhizome.device import detect_device
+from rhizome.device import cpu_has_bf16_matmul, detect_device
 from rhizome.log import get_logger, progress
 from rhizome.train import checkpoint as ckpt
 from rhizome.train.cache import load_or_tokenize
@@ -121,16 +121,6 @@ class CausalLMLoss(nn.Module):
         return linear_cross_entropy(hidden[keep], head.weight, labels[keep])
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 measured faster than fp32 there (bench/train.py); without them bf16 matmuls
-    are emulated and slower, so fp32 stays (and on macOS, with no /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _data_summary(data: TokenizedData) -> dict:
     lengths = data.lengths
     return {**data.stats, "tokens": int(lengths.sum()), "mean_length": float(lengths.mean()),
@@ -211,7 +201,7 @@ class FineTune:
             return torch.bfloat16
         if precision == "auto" and self.device.kind == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        if precision == "auto" and self.device.kind == "cpu" and cpu_has_native_bf16():
+        if precision == "auto" and self.device.kind == "cpu" and cpu_has_bf16_matmul():
             return torch.bfloat16
         return torch.float32
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from rhizome.device import cpu_has_bf16_matmul
 from rhizome.memory.embedder import (
-    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, ModelNotFoundError, cpu_has_bf16_matmul, embed_missing,
+    DEFAULT_EMBEDDING_MODEL, EmbeddingCache, ModelNotFoundError, embed_missing,
     embedding_precision, load_embedder, resolve_model_path, text_key,
 )
 
