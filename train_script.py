@@ -6,16 +6,21 @@
     python train_script.py --fresh                # start over
     python train_script.py --model Qwen/Qwen2.5-0.5B-Instruct --quantization nf4 --lr 1e-4
     torchrun --nproc-per-node 2 train_script.py   # DistributedDataParallel, same flags
+
+Ctrl+C, SIGTERM or a file named STOP in the output folder stops after the current step with a checkpoint;
+the same command resumes. A second Ctrl+C aborts at once.
 """
 
 import os
 import sys
 
 from rhizome.config import parse_args
+from rhizome.errors import UserError, run_main
 from rhizome.log import setup_logging
+from rhizome.runs import LOG_FILE
 from rhizome.train.config import TrainConfig
 from rhizome.train.data import DatasetFileError
-from rhizome.train.loop import ResumeError, run
+from rhizome.train.loop import run
 from rhizome.train.model import ModelNotFoundError
 
 
@@ -23,24 +28,28 @@ def main(argv=None) -> int:
     config, _ = parse_args(TrainConfig, __doc__, argv)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes train.log
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(config.verbose, log_file=config.run_dir / "train.log" if main_process else None)
+    setup_logging(config.verbose, log_file=config.run_dir / LOG_FILE if main_process else None)
     try:
         recipe, result = run(config)
-    except (ModelNotFoundError, DatasetFileError, ResumeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ModelNotFoundError, DatasetFileError) as exc:  # not yet UserErrors (rhizome.errors)
+        raise UserError(str(exc)) from exc
     if recipe.dist.main:
         print("\n".join(recipe.summary_lines))
-        print(f"Trained {result['steps']} of {result['total_steps']} steps"
-              + (f", {result['seconds_per_step']:.2f} s/step, {result['tokens_per_s']:.0f} real tokens/s"
-                 if result["seconds_per_step"] else ""))
+        if result["stop_reason"]:
+            print(f"Stopped at step {result['steps']} of {result['total_steps']} ({result['stop_reason']}); "
+                  "rerun the same command to resume")
+        else:
+            print(f"Trained {result['steps']} of {result['total_steps']} steps"
+                  + (f", {result['seconds_per_step']:.2f} s/step, {result['tokens_per_s']:.0f} real tokens/s"
+                     if result["seconds_per_step"] else ""))
         if result["first_eval_loss"] is not None:
             print(f"Validation loss: {result['first_eval_loss']:.4f} before, {result['last_eval_loss']:.4f} after"
                   + (f", best {result['best']['loss']:.4f} at step {result['best']['step']}"
                      if result["best"]["loss"] is not None else ""))
-        print(f"Adapter: {result['final_dir']}")
+        if not result["stop_reason"]:
+            print(f"Adapter: {result['final_dir']}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

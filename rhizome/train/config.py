@@ -3,6 +3,11 @@
 Names follow the original ``training_config`` dict (``use_sequence_packing``, ``num_train_epochs``,
 ``per_device_train_batch_size`` ...) so a config file written for it loads with ``--config``; the
 effective settings are saved as ``training_config.json`` in the output folder.
+
+``max_train_tokens`` bounds a run by real (non-pad) training tokens rather than steps, so runs with different
+batch sizes or packing see the same amount of data (hyperparameter tuning compares trials at one budget): the
+plan stops at the step during which the count reaches it, and the learning-rate schedule is laid out over that
+shortened plan.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class TrainConfig:
 
     num_train_epochs: float = option(3.0, "passes over the (weighted) training set")
     max_steps: int = option(0, "stop after this many optimizer steps (0 = run all epochs)")
+    max_train_tokens: int = option(0, "stop after the step at which this many real (non-pad) training tokens have "
+                                      "been seen; the plan, and so the learning-rate schedule, is cut there "
+                                      "(0 = no limit)")
     per_device_train_batch_size: int = option(0, "rows per micro-batch; 0 = by hardware, as the original: 2 on a "
                                                  "CPU or MPS (activations of 8 x 512 tokens need ~14 GB), 8 on CUDA",
                                               flag="--batch-size")

@@ -11,6 +11,12 @@ Exact resume: the epoch order comes from (seed, epoch), dropout is reseeded from
 at every step, and a checkpoint holds the adapter, AdamW and schedule state, RNG states, theme counts
 and metrics; so a run killed at any point and restarted with the same command follows the same
 loss curve and ends with the same adapter as one that never stopped.
+
+While it trains, the run reports itself through ``rhizome.train.live`` (run.json, heartbeat.json, metrics.jsonl,
+the trackers of --report-to) and stops gracefully on SIGTERM, SIGINT, a STOP file or an observer's request:
+it finishes the step, checkpoints, and ``result()["stop_reason"]`` says why; rerunning resumes it.
+``FineTune(config, observers=[...])`` takes the observers (see ``live.py``); the plan is cut at
+``max_train_tokens`` (see ``config.py``).
 """
 
 from __future__ import annotations
@@ -32,12 +38,15 @@ from torch import nn
 from rhizome import atomic
 from rhizome.config import save_config, to_dict
 from rhizome.device import cpu_has_bf16_matmul, detect_device
+from rhizome.errors import UserError
 from rhizome.log import get_logger, progress
+from rhizome.runs import CONFIG_FILE, STOP_FILE
 from rhizome.train import checkpoint as ckpt
 from rhizome.train.cache import load_or_tokenize
 from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
 from rhizome.train.data import IGNORE_INDEX, TokenizedData
 from rhizome.train.fused import fuse_lora, linear_cross_entropy
+from rhizome.train.live import Observer, RunRecorder, StopRequests, error_line
 from rhizome.train.model import (
     LoraSetup,
     apply_lora,
@@ -54,11 +63,9 @@ from rhizome.train.tracker import ThemeTracker
 
 log = get_logger(__name__)
 
-CONFIG_FILE = "training_config.json"
 
-
-class ResumeError(RuntimeError):
-    pass
+class ResumeError(UserError):
+    """The run folder holds a run that this command cannot continue."""
 
 
 @dataclass(frozen=True)
@@ -129,12 +136,17 @@ def _data_summary(data: TokenizedData) -> dict:
 
 
 class FineTune:
-    def __init__(self, config: TrainConfig, dist: Dist | None = None, speedups: Speedups = Speedups()):
+    def __init__(self, config: TrainConfig, dist: Dist | None = None, speedups: Speedups = Speedups(),
+                 observers: tuple[Observer, ...] | list[Observer] = ()):
         self.config = config
         self.dist = dist or Dist()
         self.speedups = speedups
+        self.observers = tuple(observers)
         self.run_dir = config.run_dir
         self.step = 0
+        self.elapsed_before = 0.0  # training seconds of the sessions before a resume
+        self.stop_reason: str | None = None
+        self.recorder: RunRecorder | None = None
         self.history: dict = {"train": [], "eval": []}
         self.best: dict = {"step": None, "loss": None}
         self.summary_lines: list[str] = []
@@ -273,10 +285,13 @@ class FineTune:
         full_epochs = math.floor(c.num_train_epochs)
         fraction = c.num_train_epochs - full_epochs
         epoch = 0
+        seen_tokens = 0
         while True:
             if c.max_steps and len(self.schedule) >= c.max_steps:
                 break
             if not c.max_steps and epoch >= full_epochs + (fraction > 0):
+                break
+            if c.max_train_tokens and seen_tokens >= c.max_train_tokens:
                 break
             order = self.sampler.epoch_order(epoch)
             rows = epoch_rows(order, lengths, capacity=c.max_seq_length, packing=c.use_sequence_packing,
@@ -286,8 +301,13 @@ class FineTune:
             steps = math.ceil(len(rows) / self.rows_per_step)
             if not c.max_steps and epoch == full_epochs:
                 steps = max(1, round(steps * fraction))
-            self.schedule += [(epoch, s * self.rows_per_step, min(len(rows), (s + 1) * self.rows_per_step))
-                              for s in range(steps)]
+            for s in range(steps):
+                first, end = s * self.rows_per_step, min(len(rows), (s + 1) * self.rows_per_step)
+                self.schedule.append((epoch, first, end))
+                if c.max_train_tokens:
+                    seen_tokens += int(sum(lengths[row].sum() for row in rows[first:end]))
+                    if seen_tokens >= c.max_train_tokens:
+                        break
             epoch += 1
         if c.max_steps:
             self.schedule = self.schedule[: c.max_steps]
@@ -318,6 +338,7 @@ class FineTune:
         self.history = {"train": metrics["train"], "eval": metrics["eval"]}
         self.step = state["step"]
         self.best = state["best"]
+        self.elapsed_before = state.get("elapsed", 0.0)
         log.info("resuming from %s (step %d of %d)", path, self.step, self.total_steps)
 
     def _versions(self) -> dict:
@@ -452,18 +473,48 @@ class FineTune:
     # ------------------------------------------------------------------------------------------- the loop
 
     def train(self) -> dict:
+        """Run the remaining steps; returns :meth:`result`. The main process records the run as it goes."""
+        if self.dist.main:
+            self.recorder = RunRecorder(self.run_dir, self._run_fields(), resumed_step=self.step,
+                                        observers=self.observers)
+        try:
+            with StopRequests(self.run_dir / STOP_FILE if self.dist.main else None) as stops:
+                result = self._train(stops)
+        except BaseException as exc:
+            if self.recorder is not None:
+                error = ("KeyboardInterrupt: aborted by a second Ctrl+C; rerun the same command to resume from the "
+                         "last checkpoint" if isinstance(exc, KeyboardInterrupt) else error_line(exc))
+                self.recorder.close("failed", error=error)
+            raise
+        if self.recorder is not None:
+            self.recorder.close("stopped" if self.stop_reason else "finished", stop_reason=self.stop_reason)
+        return result
+
+    def _run_fields(self) -> dict:
+        c = self.config
+        return {"base_model": c.model, "model_path": str(self.model_path), "quantization": self.quantization,
+                "precision": "fp32" if self.compute_dtype == torch.float32 else "bf16",
+                "step": self.step, "total_steps": self.total_steps, "best": self.best,
+                "last_eval_loss": self.history["eval"][-1]["loss"] if self.history["eval"] else None,
+                "tokens_per_s": self._tokens_per_s(), "train_file": c.train_file,
+                "validation_file": c.validation_file}
+
+    def _train(self, stops: StopRequests) -> dict:
         c, dist = self.config, self.dist
         if self.step >= self.total_steps:
             log.info("training already complete at step %d (--fresh starts over)", self.step)
             if dist.main and not (self.run_dir / "final").exists():
                 self.finish()
             return self.result()
+        self.session_start = time.perf_counter()
         if self.step == 0 and self.val_data is not None:
             baseline = self.evaluate()
             self.history["eval"].append(baseline)
+            self._record_eval(baseline)
             if dist.main:
                 log.info("step 0: validation loss %.4f (perplexity %.2f) before training",
                          baseline["loss"], baseline["perplexity"])
+        rate_start, rate_step = time.perf_counter(), self.step  # for the ETA: steps of this session, evaluations included
         bar = progress(desc="training", total=self.total_steps, unit="step", disable=None if dist.main else True)
         bar.update(self.step)
         window: list[dict] = []
@@ -472,6 +523,12 @@ class FineTune:
             self.step = metrics["step"]
             self.history["train"].append(metrics)
             window.append(metrics)
+            seconds_per_step = (time.perf_counter() - rate_start) / (self.step - rate_step)
+            self._record({"kind": "train", "step": self.step, "epoch": metrics["epoch"], "loss": metrics["loss"],
+                          "lr": metrics["lr"], "grad_norm": metrics["grad_norm"],
+                          "tokens_per_s": metrics["tokens_per_s"], "seconds_per_step": metrics["seconds"],
+                          "elapsed": self._elapsed(), "eta_s": seconds_per_step * (self.total_steps - self.step),
+                          "coverage": metrics["coverage"], "entropy": metrics["entropy"], "time": time.time()})
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
             last = self.step == self.total_steps
@@ -485,13 +542,49 @@ class FineTune:
                 window = []
             if self.val_data is not None and (self.step % c.eval_every == 0 or last):
                 self._evaluate_and_keep_best()
-            if self.step % c.save_steps == 0 or last:
+            saved = self.step % c.save_steps == 0 or last
+            if saved:
                 self.save_checkpoint()
+            if not last and self._stop_requested(stops):
+                if not saved:
+                    self.save_checkpoint()
+                if dist.main:
+                    log.info("stopped at step %d of %d (%s); rerun the same command to resume", self.step,
+                             self.total_steps, self.stop_reason)
+                break
         bar.close()
-        if dist.main:
+        if dist.main and self.stop_reason is None:
             self.finish()
         dist.barrier()
         return self.result()
+
+    def _stop_requested(self, stops: StopRequests) -> bool:
+        """Whether any process was asked to stop (a signal, the STOP file, an observer); all agree on it."""
+        if self.recorder is not None:
+            stops.request(self.recorder.stop_reason)
+        reason = stops.poll()
+        if self.dist.world > 1 and self.dist.sum([1.0 if reason else 0.0])[0] > 0:
+            reason = reason or "signal"  # only signals reach the other processes: STOP and observers are rank 0's
+        self.stop_reason = reason
+        return reason is not None
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+    def _tokens_per_s(self) -> float | None:
+        train = self.history["train"]
+        return sum(m["real_tokens"] for m in train) / sum(m["seconds"] for m in train) if train else None
+
+    def _record(self, record: dict) -> None:
+        if self.recorder is not None:
+            self.recorder.record(record)
+
+    def _record_eval(self, metrics: dict) -> None:
+        epoch = self.history["train"][-1]["epoch"] if self.history["train"] else 0.0
+        self._record({"kind": "eval", "step": metrics["step"], "epoch": epoch, "loss": metrics["loss"],
+                      "perplexity": metrics["perplexity"], "elapsed": self._elapsed(), "time": time.time()})
+        if self.recorder is not None:
+            self.recorder.write_state(step=self.step, best=self.best, last_eval_loss=metrics["loss"])
 
     def _evaluate_and_keep_best(self) -> None:
         metrics = self.evaluate()
@@ -507,13 +600,14 @@ class FineTune:
                 atomic.write_json(folder / "best.json", self.best)
 
             atomic.write_dir(self.run_dir / "best", write)
+        self._record_eval(metrics)
 
     def save_checkpoint(self) -> None:
         if self.dist.main:
             state = {"step": self.step, "total_steps": self.total_steps, "epoch": self.schedule[self.step - 1][0],
                      "sampler": {"seed": self.config.seed, "weighted": self.config.use_theme_weighting,
                                  "epoch": self.schedule[self.step - 1][0], "next_row": self.schedule[self.step - 1][2]},
-                     "best": self.best, "train_data_sha256": self.train_digest}
+                     "best": self.best, "train_data_sha256": self.train_digest, "elapsed": self._elapsed()}
             tracker_state = self.tracker.state_dict()
 
             def write(folder: Path) -> None:
@@ -535,6 +629,8 @@ class FineTune:
                     atomic.write_bytes(self.run_dir / name, (path / name).read_bytes())
             ckpt.rotate(self.run_dir, self.config.save_total_limit)
             log.info("saved %s", path)
+            if self.recorder is not None:
+                self.recorder.write_state(step=self.step, best=self.best, tokens_per_s=self._tokens_per_s())
         self.dist.barrier()
 
     def metrics(self) -> dict:
@@ -607,13 +703,13 @@ class FineTune:
             "last_train_loss": train[-1]["loss"] if train else None,
             "first_eval_loss": evals[0]["loss"] if evals else None, "last_eval_loss": evals[-1]["loss"] if evals else None,
             "seconds_per_step": float(np.median([m["seconds"] for m in train])) if train else None,
-            "tokens_per_s": (sum(m["real_tokens"] for m in train) / sum(m["seconds"] for m in train)) if train else None,
+            "tokens_per_s": self._tokens_per_s(), "stop_reason": self.stop_reason,
         }
 
 
-def run(config: TrainConfig) -> tuple[FineTune, dict]:
+def run(config: TrainConfig, observers: tuple[Observer, ...] | list[Observer] = ()) -> tuple[FineTune, dict]:
     """Set up and train (resuming when the output folder holds a checkpoint); returns the recipe and a summary."""
-    recipe = FineTune(config, Dist.from_env())
+    recipe = FineTune(config, Dist.from_env(), observers=observers)
     try:
         recipe.setup()
         return recipe, recipe.train()

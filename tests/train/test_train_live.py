@@ -1,0 +1,181 @@
+"""What a run tells others while it trains (run.json, heartbeat.json, metrics.jsonl) and how it stops: a STOP file,
+an observer's reason, an exception; max_train_tokens. In-process on the tiny model."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rhizome.runs import HEARTBEAT_FILE, METRICS_FILE, RUN_STATE_FILE, STOP_FILE
+from rhizome.train.config import TrainConfig
+from rhizome.train.live import Heartbeat
+from rhizome.train.loop import FineTune
+
+
+def _config(tiny_model_dir, data_dir, out, **overrides):
+    values = dict(model=str(tiny_model_dir), train_file=str(data_dir / "dataset_train.jsonl"),
+                  validation_file=str(data_dir / "dataset_validation.jsonl"), output_dir=str(out),
+                  cache_dir=str(data_dir / "tokenized_cache"), max_seq_length=256, per_device_train_batch_size=2,
+                  gradient_accumulation_steps=2, max_steps=6, learning_rate=3e-3, warmup_steps=1, save_steps=2,
+                  eval_steps=3, lora_dropout=0.1, threads=1, plots=False)
+    return TrainConfig(**{**values, **overrides})
+
+
+def _train(config, observers=()):
+    recipe = FineTune(config, observers=observers)
+    recipe.setup()
+    return recipe, recipe.train()
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+
+
+def _state(out):
+    return json.loads((out / RUN_STATE_FILE).read_text())
+
+
+def _adapter(folder):
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _same_adapter(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, tmp_path_factory):
+    """An uninterrupted 6-step run, for the interrupted ones to match."""
+    data_dir = tmp_path_factory.mktemp("reference-data")
+    for name in ("dataset_train.jsonl", "dataset_validation.jsonl"):
+        (data_dir / name).write_bytes((Path(__file__).parent / "fixtures" / name).read_bytes())
+    out = tmp_path_factory.mktemp("reference") / "run"
+    recipe, result = _train(_config(tiny_model_dir, data_dir, out))
+    return recipe, result, out
+
+
+def test_metrics_jsonl_run_json_and_heartbeat_of_a_finished_run(reference):
+    recipe, result, out = reference
+    records = _records(out)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in train] == [m["loss"] for m in recipe.history["train"]]
+    assert [r["grad_norm"] for r in train] == [m["grad_norm"] for m in recipe.history["train"]]
+    assert [(r["step"], r["loss"]) for r in evals] == [(m["step"], m["loss"]) for m in recipe.history["eval"]]
+    assert [r["step"] for r in evals] == [0, 3, 6]  # the baseline, then every eval_steps
+    for r in train:
+        assert set(r) == {"kind", "step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "seconds_per_step",
+                          "elapsed", "eta_s", "coverage", "entropy", "time"}
+        assert r["tokens_per_s"] > 0 and r["seconds_per_step"] > 0 and r["eta_s"] >= 0
+    assert train[-1]["eta_s"] == 0 and train[-1]["elapsed"] > train[0]["elapsed"]
+    assert evals[1]["perplexity"] == pytest.approx(recipe.history["eval"][1]["perplexity"])
+
+    state = _state(out)
+    assert state["status"] == "finished" and state["stop_reason"] is None and state["error"] is None
+    assert (state["step"], state["total_steps"]) == (6, 6)
+    assert state["best"] == recipe.best and state["last_eval_loss"] == recipe.history["eval"][-1]["loss"]
+    assert state["quantization"] == "none" and state["precision"] in ("bf16", "fp32")
+    assert state["pid"] == os.getpid() and state["ended"] >= state["started"]
+    assert state["tokens_per_s"] == pytest.approx(result["tokens_per_s"])
+    heartbeat = json.loads((out / HEARTBEAT_FILE).read_text())
+    assert heartbeat["pid"] == os.getpid() and state["started"] <= heartbeat["updated"] <= state["ended"]
+
+
+def test_the_heartbeat_is_rewritten_until_closed(tmp_path):
+    beat = Heartbeat(tmp_path, interval=0.05)
+    first = json.loads((tmp_path / HEARTBEAT_FILE).read_text())["updated"]
+    time.sleep(0.3)
+    second = json.loads((tmp_path / HEARTBEAT_FILE).read_text())["updated"]
+    beat.close()
+    assert second > first and not beat._thread.is_alive()
+    closed = (tmp_path / HEARTBEAT_FILE).read_text()
+    time.sleep(0.15)
+    assert (tmp_path / HEARTBEAT_FILE).read_text() == closed
+
+
+def test_a_stop_file_stops_with_a_checkpoint_and_the_rerun_ends_like_an_uninterrupted_run(
+        reference, tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    config = _config(tiny_model_dir, data_dir, out, save_steps=5)  # no checkpoint due at the stop: it writes one
+
+    def write_stop_file(record):  # as the studio page does, while step 2 trains
+        if record["kind"] == "train" and record["step"] == 1:
+            (out / STOP_FILE).write_text("")
+
+    _, result = _train(config, observers=[write_stop_file])
+    assert result["stop_reason"] == "stop-file" and result["steps"] == 1  # checked between steps
+    state = _state(out)
+    assert (state["status"], state["stop_reason"], state["step"]) == ("stopped", "stop-file", 1)
+    assert (out / "checkpoint-1" / "trainer_state.json").exists() and not (out / "final").exists()
+    assert not (out / STOP_FILE).exists()
+
+    _, result = _train(config)
+    assert result["stop_reason"] is None and result["steps"] == 6 and _state(out)["status"] == "finished"
+    _same_adapter(_adapter(out / "final"), _adapter(reference[2] / "final"))
+    train = [r for r in _records(out) if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in train] == pytest.approx(
+        [r["loss"] for r in _records(reference[2]) if r["kind"] == "train"], abs=1e-6)
+
+
+def test_an_exception_marks_the_run_failed_and_the_rerun_drops_the_lines_past_its_checkpoint(
+        tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+
+    def crash(record):
+        if record["step"] == 3 and record["kind"] == "train":
+            raise ValueError("disk on fire\nsecond line")
+
+    with pytest.raises(ValueError, match="disk on fire"):
+        _train(_config(tiny_model_dir, data_dir, out), observers=[crash])
+    state = _state(out)
+    assert (state["status"], state["error"], state["step"]) == ("failed", "ValueError: disk on fire", 2)
+    assert [r["step"] for r in _records(out)] == [0, 1, 2, 3]
+
+    recipe, _ = _train(_config(tiny_model_dir, data_dir, out))
+    records = _records(out)
+    assert [(r["kind"], r["step"]) for r in records] == [("eval", 0), ("train", 1), ("train", 2), ("train", 3),
+                                                         ("eval", 3), ("train", 4), ("train", 5), ("train", 6),
+                                                         ("eval", 6)]
+    assert [r["loss"] for r in records if r["kind"] == "train"] == [m["loss"] for m in recipe.history["train"]]
+    assert _state(out)["status"] == "finished" and _state(out)["error"] is None
+
+
+def test_an_observer_stop_reason_ends_the_run_after_that_step(tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    seen = []
+
+    def prune_on_first_eval_after_training(record):
+        seen.append(record)
+        return "pruned at step 3" if record["kind"] == "eval" and record["step"] > 0 else None
+
+    recipe, result = _train(_config(tiny_model_dir, data_dir, out), observers=[prune_on_first_eval_after_training])
+    assert result["stop_reason"] == "pruned at step 3" and result["steps"] == 3
+    assert seen == _records(out)  # every record, the same dicts
+    assert _state(out)["stop_reason"] == "pruned at step 3" and _state(out)["status"] == "stopped"
+
+
+def test_max_train_tokens_cuts_the_plan_and_its_schedule_at_the_step_that_reaches_it(
+        tiny_model_dir, data_dir, tmp_path):
+    config = _config(tiny_model_dir, data_dir, tmp_path / "plan", max_steps=0, num_train_epochs=2)
+    full = FineTune(config)
+    full.setup()
+    per_step = [int(sum(full.train_data.lengths[row].sum() for row in full.epoch_rows[e][a:b]))
+                for e, a, b in full.schedule]
+    budget = sum(per_step[:5]) - 1  # reached during step 5
+    assert full.total_steps > 5
+
+    recipe, result = _train(_config(tiny_model_dir, data_dir, tmp_path / "run", max_steps=0, num_train_epochs=100,
+                                    max_train_tokens=budget))
+    assert recipe.total_steps == 5 and result["steps"] == 5
+    assert recipe.schedule == full.schedule[:5]
+    tokens = [m["real_tokens"] for m in recipe.history["train"]]
+    assert sum(tokens[:4]) < budget <= sum(tokens)
+    assert recipe.scheduler.get_last_lr()[0] == 0.0  # the linear schedule ends at the cut
