@@ -1,0 +1,1 @@
+"""Hyperparameter tuning of the training stage (``tune.py``): search space, objective, study, report."""
