@@ -1,8 +1,11 @@
 """What a run tells others while it trains (run.json, heartbeat.json, metrics.jsonl) and how it stops: a STOP file,
-an observer's reason, an exception; max_train_tokens. In-process on the tiny model."""
+an observer's reason, an exception, SIGTERM to train_script.py; max_train_tokens. On the tiny model."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,3 +182,43 @@ def test_max_train_tokens_cuts_the_plan_and_its_schedule_at_the_step_that_reache
     tokens = [m["real_tokens"] for m in recipe.history["train"]]
     assert sum(tokens[:4]) < budget <= sum(tokens)
     assert recipe.scheduler.get_last_lr()[0] == 0.0  # the linear schedule ends at the cut
+
+
+def test_sigterm_stops_train_script_and_the_rerun_matches_an_uninterrupted_run(tiny_model_dir, data_dir, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "RHIZOME_NO_PROGRESS": "1"}
+
+    def command(out):
+        return [sys.executable, str(root / "train_script.py"), "--model", str(tiny_model_dir),
+                "--train-file", str(data_dir / "dataset_train.jsonl"),
+                "--validation-file", str(data_dir / "dataset_validation.jsonl"), "--output-dir", str(out),
+                "--cache-dir", str(data_dir / "tokenized_cache"), "--max-seq-length", "256", "--batch-size", "2",
+                "--grad-accum", "2", "--max-steps", "12", "--lr", "2e-3", "--warmup-steps", "2", "--lora-dropout",
+                "0.1", "--save-steps", "5", "--eval-steps", "4", "--no-plots", "--threads", "1"]
+
+    reference = subprocess.Popen(command(tmp_path / "reference"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(command(out), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / METRICS_FILE).exists() and '"kind": "train", "step": 2,' in (out / METRICS_FILE).read_text():
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    state = _state(out)
+    assert (state["status"], state["stop_reason"]) == ("stopped", "signal") and 2 <= state["step"] < 12
+    assert f"Stopped at step {state['step']} of 12" in stdout
+    assert (out / f"checkpoint-{state['step']}" / "trainer_state.json").exists() and not (out / "final").exists()
+
+    rerun = subprocess.run(command(out), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0 and "resuming from" in rerun.stderr, rerun.stderr[-3000:]
+    assert reference.wait(timeout=240) == 0, reference.stderr.read()[-3000:]
+    assert _state(out)["status"] == "finished"
+    _same_adapter(_adapter(out / "final"), _adapter(tmp_path / "reference" / "final"))
+    steps = [r["step"] for r in _records(out) if r["kind"] == "train"]
+    assert steps == list(range(1, 13))
