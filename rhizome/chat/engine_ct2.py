@@ -14,6 +14,14 @@ Streaming: ``Generator.generate_tokens`` decodes in CTranslate2's own thread and
 detokenised incrementally by transformers' ``TextStreamer`` rules (the pieces join into exactly what
 ``tokenizer.decode`` gives for the whole reply). Closing the iterator, or a set stop event, ends decoding
 within one token.
+
+Prefix reuse: CTranslate2 keeps no KV cache between calls; what it has is ``static_prompt`` with
+``cache_static_prompt``, which stores the decoder state after an exact token sequence and copies it into any later
+call given the same sequence. It cannot extend a stored state, so the state of a conversation's next prefix is
+computed whole. :meth:`CT2ChatModel.prepare` does that in the background as soon as a reply is finished (the
+conversation so far is then known), and the next turn's prompt, found to start with a stored prefix, prefills only
+its new tokens. The tokens are computed again, but while the user reads and answers, not while they wait. Stored
+states are never freed by CTranslate2; past :data:`PREFIX_CACHE_TOKENS` of them the generator is loaded afresh.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +49,9 @@ KEY_FILE = "rhizome_ct2.json"
 # bench/chat.py: on the reference CPU int8 (int8 weights, fp32 activations) decodes fastest; float32 is 2x slower.
 CPU_COMPUTE_TYPE = "int8"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+# Tokens of stored prefix states before the generator is reloaded to free them (SmolLM2-135M: 46 KB a token of fp32
+# keys and values, so 8192 tokens are about 380 MB; a few long conversations' worth).
+PREFIX_CACHE_TOKENS = 8192
 
 
 class CT2UnsupportedError(RuntimeError):
@@ -164,11 +176,13 @@ class _TextCollector:
 
 class CT2ChatModel(ChatEngine):
     def __init__(self, generator, tokenizer, description: str, *, context_length: int, end_ids: list[int],
-                 engine: str, device: str = "cpu"):
+                 engine: str, device: str = "cpu", reload=None):
         super().__init__(tokenizer, description, engine=engine, device=device)
         self.generator = generator
         self._context_length = context_length
         self.end_ids = end_ids
+        self._reload = reload  # makes a fresh Generator, which drops every stored prefix state; None: never
+        self._prefixes: OrderedDict[tuple[int, ...], None] = OrderedDict()  # stored states, guarded by the lock
 
     @classmethod
     def load(cls, base_model: str, adapter: str | None = None, device: str = "cpu",
@@ -187,8 +201,11 @@ class CT2ChatModel(ChatEngine):
                 "folder, a .gguf file or a model id already in your Hugging Face cache.") from exc
         compute_type = quantization or (CPU_COMPUTE_TYPE if device == "cpu" else "int8_float16")
         folder = converted_model(base_model, adapter, compute_type)
-        generator = ctranslate2.Generator(str(folder), device=device, compute_type=compute_type,
-                                          intra_threads=physical_cores() if device == "cpu" else 0)
+
+        def load_generator():
+            return ctranslate2.Generator(str(folder), device=device, compute_type=compute_type,
+                                         intra_threads=physical_cores() if device == "cpu" else 0)
+
         try:
             generation = GenerationConfig.from_pretrained(base_path)
             end = generation.eos_token_id
@@ -203,12 +220,48 @@ class CT2ChatModel(ChatEngine):
         note = cls.prepare_tokenizer(tokenizer)
         if note:
             parts.append(note)
-        return cls(generator, tokenizer, " ".join(parts), context_length=int(config.max_position_embeddings or 2048),
-                   end_ids=end_ids, engine=f"ct2 {compute_type}", device=device)
+        return cls(load_generator(), tokenizer, " ".join(parts),
+                   context_length=int(config.max_position_embeddings or 2048), end_ids=end_ids,
+                   engine=f"ct2 {compute_type}", device=device, reload=load_generator)
 
     @property
     def context_length(self) -> int:
         return self._context_length
+
+    def prepare(self, messages: list[dict]) -> None:
+        """Store the decoder state after ``messages`` (the conversation so far) in the background, for the next
+        turn's prompt to start from (see the module's note)."""
+        ids = tuple(self.prompt_ids(messages, add_generation_prompt=False)[0].tolist())
+        if len(ids) < 2:
+            return
+
+        def store() -> None:
+            with self._generate_lock:
+                if ids in self._prefixes:
+                    return
+                try:
+                    if self._reload is not None and sum(map(len, self._prefixes)) + len(ids) > PREFIX_CACHE_TOKENS:
+                        self.generator, self._prefixes = self._reload(), OrderedDict()
+                    tokens = self.tokenizer.convert_ids_to_tokens(list(ids))
+                    # One step after the prefix is the least work that makes CTranslate2 compute and store it.
+                    self.generator.generate_batch([tokens[-1:]], max_length=1, sampling_topk=1, static_prompt=tokens,
+                                                  cache_static_prompt=True)
+                except Exception:  # a prefix not stored only costs the next turn its full prefill
+                    log.exception("could not compute the conversation's prefix ahead")
+                    return
+                self._prefixes[ids] = None
+
+        self._preparing = threading.Thread(target=store, name="chat-prefix", daemon=True)
+        self._preparing.start()
+
+    def _stored_prefix(self, ids: list[int]) -> int:
+        """Length of the longest stored prefix state that ``ids`` starts with (shorter than ``ids``: the prompt's
+        last token must still be run); 0 if none. Called under the lock."""
+        best = 0
+        for prefix in self._prefixes:
+            if best < len(prefix) < len(ids) and tuple(ids[:len(prefix)]) == prefix:
+                best = len(prefix)
+        return best
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
                top_p: float = 0.9, repetition_penalty: float = 1.0,
@@ -221,9 +274,13 @@ class CT2ChatModel(ChatEngine):
         text = _TextCollector(self.tokenizer)
         stats = GenerationStats(prompt_tokens=len(ids))
         with self._generate_lock:
+            stats.reused_tokens = self._stored_prefix(ids)
+            tokens = self.tokenizer.convert_ids_to_tokens(ids)
+            reuse = ({"static_prompt": tokens[:stats.reused_tokens], "cache_static_prompt": True}
+                     if stats.reused_tokens else {})
             steps = self.generator.generate_tokens(
-                self.tokenizer.convert_ids_to_tokens(ids), max_length=int(max_new_tokens),
-                repetition_penalty=float(repetition_penalty), end_token=self.end_ids, **sampling)
+                tokens[stats.reused_tokens:], max_length=int(max_new_tokens),
+                repetition_penalty=float(repetition_penalty), end_token=self.end_ids, **sampling, **reuse)
             try:
                 for step in steps:
                     stats.new_tokens += 1

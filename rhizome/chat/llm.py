@@ -9,6 +9,11 @@ and the adapter is kept unmerged, as in QLoRA, since merging into 4-bit weights 
 Streaming: ``model.generate`` runs in a background thread and a ``TextIteratorStreamer`` hands the
 decoded text over as it is produced; a stopping criterion checks a ``threading.Event`` after every
 token, so a Stop button (or the caller abandoning the iterator) ends generation within one token.
+
+Prefix reuse: the KV cache of the last generation (its prompt and reply) is kept. The next prompt is compared
+with the cached token ids and only the tokens after the longest common prefix are prefilled; a prompt that
+starts differently (another conversation, an edited history) is prefilled from where it differs, from the start
+at worst, so reuse never changes the tokens the model attends to.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class GenerationStats:
     """What the last :meth:`ChatModel.stream` did (for the page's status line and bench/chat.py)."""
 
     prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose state came from an earlier turn instead of this prefill
     new_tokens: int = 0
     first_token_s: float | None = None
     seconds: float = 0.0
@@ -105,6 +111,7 @@ class ChatEngine(ABC):
         self.engine = engine
         self.device = device
         self.last_stats = GenerationStats()
+        self._preparing: threading.Thread | None = None  # an engine's prefix being computed ahead, if any
         # One generation at a time: two at once on one model only slow each other down.
         self._generate_lock = threading.Lock()
 
@@ -122,13 +129,23 @@ class ChatEngine(ABC):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def prepare(self, messages: list[dict]) -> None:
+        """A hint that the next prompt will start with ``messages`` (a conversation so far, ending with the
+        reply just given): an engine that can compute that prefix ahead does so in the background."""
+
+    def wait_prepared(self, timeout: float | None = None) -> None:
+        """Block until a prefix being computed ahead is ready (benchmarks timing the next turn, tests)."""
+        if self._preparing is not None:
+            self._preparing.join(timeout)
+
     @property
     @abstractmethod
     def context_length(self) -> int:
         """Most tokens the model attends to (prompt and reply together)."""
 
-    def prompt_ids(self, messages: list[dict]) -> torch.Tensor:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> torch.Tensor:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
         # The template already wrote any BOS it wants; adding special tokens again would double it.
         return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 
@@ -146,6 +163,8 @@ class ChatModel(ChatEngine):
         engine = engine or f"torch {str(getattr(model, 'dtype', '')).removeprefix('torch.')}".strip()
         super().__init__(tokenizer, description, engine=engine, device=device)
         self.model = model
+        self._cache = None  # the last generation's KV cache ...
+        self._cached_ids: list[int] = []  # ... and the token ids it holds, both guarded by _generate_lock
 
     @classmethod
     def load(cls, base_model: str, adapter: str | None = None, device: str | None = None,
@@ -222,12 +241,19 @@ class ChatModel(ChatEngine):
                       stopping_criteria=_stop_criteria(*events), pad_token_id=self.tokenizer.pad_token_id,
                       **sampling)
         failure: list[BaseException] = []
+        reused = [0]
 
         def generate() -> None:
             try:
                 with self._generate_lock, torch.inference_mode():
-                    self.model.generate(**kwargs)
+                    kwargs["past_key_values"], reused[0] = self._reusable_cache(input_ids[0].tolist())
+                    output = self.model.generate(**kwargs)
+                    cache = kwargs["past_key_values"]
+                    # generate() never runs its last token through the model: the cache ends one short of output.
+                    self._cached_ids = output[0, :cache.get_seq_length()].tolist()
+                    self._cache = cache
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                self._cache, self._cached_ids = None, []
                 failure.append(exc)
                 streamer.end()
 
@@ -241,11 +267,35 @@ class ChatModel(ChatEngine):
             abandoned.set()
             thread.join()
             self.last_stats = GenerationStats(
-                prompt_tokens=int(input_ids.shape[1]), new_tokens=streamer.new_tokens,
+                prompt_tokens=int(input_ids.shape[1]), reused_tokens=reused[0], new_tokens=streamer.new_tokens,
                 first_token_s=streamer.first_token_s, seconds=time.perf_counter() - started,
                 stopped=stop_event is not None and stop_event.is_set())
         if failure:
             raise failure[0]
+
+    def _reusable_cache(self, ids: list[int]):
+        """(a cache holding the longest prefix of ``ids`` that the last generation computed, its length); a new,
+        empty cache when nothing matches. Called under ``_generate_lock``."""
+        from transformers import DynamicCache
+
+        cache, cached = self._cache, self._cached_ids
+        self._cache, self._cached_ids = None, []  # taken: a failure mid-generation leaves no half-written cache
+        common = 0
+        for a, b in zip(cached, ids):
+            if a != b:
+                break
+            common += 1
+        # At least the prompt's last token is run, since its logits pick the first new token.
+        common = min(common, len(ids) - 1)
+        if cache is not None and common > 0:
+            try:
+                surplus = cache.get_seq_length() - common
+                if surplus > 0:
+                    cache.crop(-surplus)  # a negative count: what every transformers 5 accepts
+                return cache, common
+            except (AttributeError, NotImplementedError, ValueError):
+                pass  # a cache kind that cannot be cut back (sliding-window layers): prefill it all
+        return DynamicCache(config=self.model.config), 0
 
 
 ENGINES = ("auto", "ct2", "torch")

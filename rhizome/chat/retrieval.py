@@ -193,16 +193,25 @@ def plain_text(content) -> str:
     return ""
 
 
+def with_memories(user_message: str, hits: list[Hit]) -> str:
+    """The user's message as the model sees it: the memories retrieved for it first, then the message itself."""
+    if not hits:
+        return user_message
+    memories = "\n".join(memory_line(hit) for hit in hits)
+    return f"{MEMORY_HEADER}\n{memories}\n\n{user_message}"
+
+
 def build_messages(system_prompt: str, history: list[dict], user_message: str, hits: list[Hit]) -> list[dict]:
-    """Chat messages for the model: system prompt plus memories, the earlier turns, the new message."""
+    """Chat messages for the model: the system prompt, the earlier turns, the new message with its memories.
+
+    The memories go with the new message, not into the system message: then the system prompt and the earlier
+    turns are the same tokens from one turn to the next, a prefix the engines reuse instead of prefilling it
+    again (``ChatModel`` keeps its KV cache, ``CT2ChatModel`` caches the prefix's state)."""
     system = system_prompt.strip()
-    if hits:
-        memories = "\n".join(memory_line(hit) for hit in hits)
-        system = f"{system}\n\n{MEMORY_HEADER}\n{memories}" if system else f"{MEMORY_HEADER}\n{memories}"
     messages = [{"role": "system", "content": system}] if system else []
     for message in history:
         role, text = message.get("role"), plain_text(message.get("content")).strip()
         if role in ("user", "assistant") and text:
             messages.append({"role": role, "content": text})
-    messages.append({"role": "user", "content": user_message})
+    messages.append({"role": "user", "content": with_memories(user_message, hits)})
     return messages

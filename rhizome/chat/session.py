@@ -9,6 +9,12 @@ A session serves any number of conversations (browser tabs, a cleared chat): a c
 by the session's start time and its first user message, so remembered turns of different conversations
 never share ids, and memories from the conversation being answered (already in its history) are not
 retrieved again.
+
+Prompts across turns: each user message goes to the model with the memories retrieved for it (see
+:func:`rhizome.chat.retrieval.build_messages`), and the session keeps, per conversation, the messages as the model
+saw them. The next turn repeats them word for word, so the whole conversation so far is a prefix the engine has
+already computed and only the new message with its memories is prefilled. A memory already in the conversation's
+prompt is not put in again (the sources panel still lists it).
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import datetime
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 from rhizome.chat.config import ChatConfig, find_adapter
 from rhizome.chat.llm import ChatEngine, load_chat_model
-from rhizome.chat.retrieval import ChatMemory, build_messages, plain_text
+from rhizome.chat.retrieval import ChatMemory, build_messages, memory_line, plain_text
 from rhizome.log import get_logger
 from rhizome.memory.store import Hit
 
@@ -30,16 +37,25 @@ log = get_logger(__name__)
 
 TITLE_CHARS = 60
 TEMPLATE_TOKENS_PER_MESSAGE = 8  # role header and end-of-turn markers the chat template adds
+# Conversations whose prompts are kept (browser tabs, cleared chats); the oldest is forgotten first, and a
+# forgotten one only costs its next turn a full prefill.
+KEPT_CONVERSATIONS = 16
 
 
 class ChatSession:
-    def __init__(self, config: ChatConfig, model: ChatEngine, memory: ChatMemory, notes: list[str] | None = None):
+    def __init__(self, config: ChatConfig, model: ChatEngine, memory: ChatMemory, notes: list[str] | None = None,
+                 prepare_next_turn: bool = True):
         self.config = config
         self.model = model
         self.memory = memory
         self.notes = list(notes or [])  # what was loaded and why, for the screen
         self.started = time.time()
         self._remembering: list[threading.Thread] = []
+        # conversation id -> [(role, text as the page shows it, text as the model saw it)], one per message
+        self._prompts: OrderedDict[str, list[tuple[str, str, str]]] = OrderedDict()
+        self._prompts_lock = threading.Lock()
+        # False where no conversation continues (one-question benchmarks): the engine then computes no prefix ahead.
+        self.prepare_next_turn = prepare_next_turn
 
     @classmethod
     def from_config(cls, config: ChatConfig) -> ChatSession:
@@ -74,6 +90,23 @@ class ChatSession:
             kept.pop(0)
         return kept
 
+    def as_prompted(self, conversation_id: str, history: list[dict]) -> list[tuple[str, str, str]]:
+        """(role, text as the page shows it, text as the model saw it) of each message of ``history``: as in this
+        conversation's earlier prompts (memories included) while the page's history still matches them, as shown
+        after the first message that does not (an edited or unknown history)."""
+        with self._prompts_lock:
+            seen = self._prompts.get(conversation_id, [])
+        turns: list[tuple[str, str, str]] = []
+        matching = True
+        for message in history:
+            role, text = message.get("role"), plain_text(message.get("content")).strip()
+            if role not in ("user", "assistant") or not text:
+                continue
+            i = len(turns)
+            matching = matching and i < len(seen) and seen[i][:2] == (role, text)
+            turns.append((role, text, seen[i][2] if matching else text))
+        return turns
+
     def respond(self, user_message: str, history: list[dict], stop_event: threading.Event | None = None,
                 temperature: float | None = None, max_new_tokens: int | None = None
                 ) -> Iterator[tuple[str, list[Hit]]]:
@@ -83,10 +116,14 @@ class ChatSession:
         temperature = config.temperature if temperature is None else float(temperature)
         conversation_id, title, turn = self.conversation(history, user_message)
         hits = self.memory.retrieve(user_message, exclude_conversation=conversation_id)
-        fixed = build_messages(config.system_prompt, [], user_message, hits)
+        turns = self.as_prompted(conversation_id, history)
+        earlier = [{"role": role, "content": prompted} for role, _, prompted in turns]
+        given = "\n".join(prompted for role, _, prompted in turns if role == "user")
+        new_hits = [hit for hit in hits if memory_line(hit) not in given]
+        fixed = build_messages(config.system_prompt, [], user_message, new_hits)
         fixed_tokens = sum(TEMPLATE_TOKENS_PER_MESSAGE + self.model.count_tokens(m["content"]) for m in fixed)
-        messages = build_messages(config.system_prompt, self.fit_history(history, fixed_tokens, max_new_tokens),
-                                  user_message, hits)
+        messages = build_messages(config.system_prompt, self.fit_history(earlier, fixed_tokens, max_new_tokens),
+                                  user_message, new_hits)
         yield "", hits
         reply = ""
         for delta in self.model.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -94,11 +131,29 @@ class ChatSession:
                                        stop_event=stop_event):
             reply += delta
             yield reply, hits
+        self.keep_prompt(conversation_id, turns, user_message, messages[-1]["content"], reply)
         stopped = stop_event is not None and stop_event.is_set()
         # A reply the user cut short is not a finished turn: remembering it would teach later chats half answers.
         if config.remember and reply.strip() and not stopped:
             self.remember_later(user_message, reply.strip(), conversation_id=conversation_id,
                                 conversation_title=title, turn=turn)
+
+    def keep_prompt(self, conversation_id: str, turns: list[tuple[str, str, str]], user_message: str,
+                    prompted: str, reply: str) -> None:
+        """Note the turn as the model saw it, for the next turn's prompt, and let the engine compute that prefix
+        while the user reads the reply (``ChatEngine.prepare``)."""
+        if not reply.strip():
+            return  # the page shows a placeholder, not this turn: the next history will not match it
+        turns = turns + [("user", user_message.strip(), prompted), ("assistant", reply.strip(), reply.strip())]
+        with self._prompts_lock:
+            self._prompts[conversation_id] = turns
+            self._prompts.move_to_end(conversation_id)
+            while len(self._prompts) > KEPT_CONVERSATIONS:
+                self._prompts.popitem(last=False)
+        if self.prepare_next_turn:
+            system = self.config.system_prompt.strip()
+            self.model.prepare(([{"role": "system", "content": system}] if system else [])
+                               + [{"role": role, "content": text} for role, _, text in turns])
 
     def remember_later(self, user_message: str, reply: str, **turn) -> None:
         """Append the turn to the memory in the background: rewriting the memory files of a large memory takes
