@@ -11,22 +11,19 @@ import sys
 
 from rhizome.chat.cli import add_command_arguments, run
 from rhizome.chat.config import ChatConfig
-from rhizome.chat.server import ServeError
 from rhizome.config import parse_args
+from rhizome.errors import run_main
 from rhizome.log import setup_logging
-from rhizome.memory.embedder import ModelNotFoundError as EmbedderNotFoundError
-from rhizome.memory.store import MemoryFilesError
-from rhizome.train.model import ModelNotFoundError
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     config, args = parse_args(ChatConfig, __doc__, argv, extra=add_command_arguments)
     setup_logging(config.verbose)
-    try:
-        return run(config, args.command, args.query, stats=args.stats)
-    except (MemoryFilesError, ModelNotFoundError, EmbedderNotFoundError, FileNotFoundError, ServeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run(config, args.command, args.query, stats=args.stats)
 
 
 if __name__ == "__main__":

@@ -9,28 +9,28 @@
 import sys
 
 from rhizome.config import parse_args
+from rhizome.errors import run_main
 from rhizome.log import setup_logging
 from rhizome.memory.build import EmbedConfig, build_memory, print_summary
-from rhizome.memory.embedder import ModelNotFoundError
-from rhizome.memory.store import Memory, MemoryFilesError
+from rhizome.memory.store import Memory
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     config, _ = parse_args(EmbedConfig, __doc__, argv)
     setup_logging(config.verbose)
-    try:
-        if config.query is not None:
-            memory = Memory.load(config.output_dir)
-            hits = memory.search(config.query, k=config.k)
-            print(f"Top {len(hits)} of {len(memory)} memories for: {config.query!r}")
-            for rank, hit in enumerate(hits, 1):
-                text = " ".join(hit.text.split())
-                print(f"\n{rank}. score {hit.score:.3f}  {hit.source_label()}\n   {text[:300]}{'…' if len(text) > 300 else ''}")
-            return 0
-        summary = build_memory(config)
-    except (ModelNotFoundError, MemoryFilesError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if config.query is not None:
+        memory = Memory.load(config.output_dir)
+        hits = memory.search(config.query, k=config.k)
+        print(f"Top {len(hits)} of {len(memory)} memories for: {config.query!r}")
+        for rank, hit in enumerate(hits, 1):
+            text = " ".join(hit.text.split())
+            print(f"\n{rank}. score {hit.score:.3f}  {hit.source_label()}\n   {text[:300]}{'…' if len(text) > 300 else ''}")
+        return 0
+    summary = build_memory(config)
     print_summary(summary, config)
     return 0
 

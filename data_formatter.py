@@ -16,23 +16,21 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rhizome.config import parse_args
+from rhizome.errors import run_main
 from rhizome.format.pipeline import FormatConfig, run
-from rhizome.format.semantic_memory import SemanticMemoryError
 from rhizome.format.steps import StepLog
 from rhizome.log import setup_logging
-from rhizome.memory.embedder import ModelNotFoundError
-from rhizome.safe_pickle import UnsafePickleError
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     config, _ = parse_args(FormatConfig, __doc__, argv)
     setup_logging(config.verbose)
     steps = StepLog()
-    try:
-        metadata = run(config, steps)
-    except (ModelNotFoundError, SemanticMemoryError, UnsafePickleError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    metadata = run(config, steps)
     print(f"\n{steps.table()}\n")
     splits = ", ".join(f"{name} {n}" for name, n in metadata["splits"].items())
     print(f"Wrote {metadata['total_pairs']} pairs ({splits}) to {config.output_dir}/")

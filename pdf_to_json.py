@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 
 from rhizome.config import parse_args
+from rhizome.errors import run_main
 from rhizome.log import setup_logging
-from rhizome.pdf.pipeline import CONFIG_FILE_NAME, PdfConfig, PdfTextsError, format_summary, run
+from rhizome.pdf.pipeline import CONFIG_FILE_NAME, PdfConfig, format_summary, run
 
 DESCRIPTION = """\
 Extract the text of every PDF in PDF_DIR with pypdf, clean it (running headers and
@@ -32,13 +33,13 @@ output as {CONFIG_FILE_NAME}. Set RHIZOME_NO_PROGRESS=1 to hide the progress bar
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     config, _ = parse_args(PdfConfig, DESCRIPTION, argv, epilog=EPILOG)
     setup_logging(config.verbose)
-    try:
-        report = run(config)
-    except (ValueError, FileNotFoundError, PdfTextsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = run(config)
     print(format_summary(report))
     if config.strict and report.skipped:
         print(f"error: --strict: {len(report.skipped)} PDF(s) skipped", file=sys.stderr)

@@ -18,10 +18,10 @@ class UserError(Exception):
     """Something the user must do (fix a file, pass a flag, train first); never a bug of ours."""
 
 
-def run_main(main: Callable[[], int | None]) -> int:
-    """Run a script's ``main``: a :class:`UserError` becomes ``error: message`` and exit 2, Ctrl+C exit 130."""
+def run_main(main: Callable[..., int | None], *args) -> int:
+    """Run a script's ``main(*args)``: a :class:`UserError` becomes ``error: message`` and exit 2, Ctrl+C exit 130."""
     try:
-        return int(main() or 0)
+        return int(main(*args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR_EXIT

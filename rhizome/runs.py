@@ -168,7 +168,7 @@ class Run:
         base_model = (_text(state.get("base_model")) or _text(config.get("model"))
                       or _text(adapter_config.get("base_model_name_or_path")))
         return cls(
-            path=path, name=path.resolve().name, status=_status(state, heartbeat, updated, final is not None),
+            path=path, name=Path(os.path.abspath(path)).name, status=_status(state, heartbeat, updated, final is not None),
             config=config, base_model=base_model, quantization=_quantization(state, config),
             step=_integer(state.get("step")) or 0, total_steps=_integer(state.get("total_steps")) or 0,
             best_step=_integer(best.get("step")), best_loss=_number(best.get("loss")),
@@ -274,7 +274,7 @@ def newest_adapter(root: str | os.PathLike, base_model: str | None) -> tuple[Pat
     with_final = [run for run in find_runs(root) if run.final is not None]
     with_final.sort(key=lambda run: _mtime(run.final / ADAPTER_CONFIG_FILE) or 0.0, reverse=True)
     if not with_final:
-        return None, (f"No trained adapter in {Path(root).resolve()} (no run folder with a final/ adapter). "
+        return None, (f"No trained adapter found in {Path(root).resolve()} (no run folder with a final/ adapter). "
                       "Train one with python train_script.py.")
     fitting = [run for run in with_final
                if not base_model or run.base_model is None or same_model(run.base_model, base_model)]
@@ -305,9 +305,13 @@ def resolve_adapter(given: str) -> tuple[Path, Run | None]:
     run = Run.load(path)
     if run.final is not None:
         return run.final, run
-    hint = ""
-    if is_run_dir(path):
-        done = run.checkpoints
-        hint = (f"; training has not finished: use its latest checkpoint, {done[-1]}, or resume training with the "
-                "same command" if done else "; it has no checkpoint yet")
+    # A run stopped or killed before final/ still has checkpoints with usable LoRA weights.
+    started = [folder for folder in sorted(path.glob("checkpoint-*"), key=_checkpoint_step) if _adapter_dir(folder)]
+    hint = (f"; training has not finished: use its latest checkpoint, {started[-1]}, or resume training with the "
+            "same command" if started else "")
     raise AdapterNotFoundError(f"{given} holds no LoRA adapter (no {ADAPTER_CONFIG_FILE}, no final/){hint}")
+
+
+def _checkpoint_step(folder: Path) -> int:
+    step = folder.name.removeprefix("checkpoint-")
+    return int(step) if step.isdigit() else -1

@@ -30,11 +30,13 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from rhizome.errors import UserError
+
 _PLAIN_SCALARS = (str, bytes, bytearray, int, float, complex, bool, type(None))
 _SIZED = (str, bytes, bytearray, list, tuple, dict, set, frozenset, collections.deque)
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """A ``.pkl`` file was not loaded: it asks for something outside the allow-list, or it is damaged.
 
     The message names the file, what was wrong and what to do."""

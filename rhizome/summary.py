@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from rhizome.memory.store import CONFIG_FILE as MEMORY_CONFIG_FILE
+from rhizome.memory.store import VECTORS_FILE
+from rhizome.runs import Run
 from rhizome.train.config import DEFAULT_MODEL
 
 
@@ -36,10 +39,10 @@ def _rows(root: Path, run_dir: Path) -> list[tuple[str, Path, str]]:
     if pdf is not None:
         rows.append(("PDF chunks", root / "pdf_texts.json",
                      f"{len(pdf.get('chunks', []))} chunks from {len(pdf.get('files', []))} PDFs"))
-    memory = _json(root / "memory_config.json")
+    memory = _json(root / MEMORY_CONFIG_FILE)
     if memory is not None:
         summary = memory.get("summary", {})
-        rows.append(("memory", root / "memory_texts.npy",
+        rows.append(("memory", root / VECTORS_FILE,
                      f"{summary.get('items', '?')} items x {summary.get('dim', '?')} dims, FAISS index beside it"))
     meta = _json(root / "data_finetune" / "dataset_metadata.json")
     if meta is not None:
@@ -47,8 +50,8 @@ def _rows(root: Path, run_dir: Path) -> list[tuple[str, Path, str]]:
         rows.append(("training set", root / "data_finetune",
                      f"{splits.get('train', 0)} train / {splits.get('validation', 0)} validation / "
                      f"{splits.get('test', 0)} test pairs, {meta.get('unique_themes', '?')} themes"))
-    final = run_dir / "final"
-    if final.exists():
+    final = Run.load(run_dir).final
+    if final is not None:
         rows.append(("LoRA adapter", final, f"{_size(final)}; plots in {run_dir / 'training_plots.png'}"))
     report = run_dir / "eval_report.md"
     if report.exists():
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
     print("\nWhat was made:")
     for what, path, detail in rows:
         print(f"  {what:<{width}}  {path}  ({detail})")
-    report = _json(run_dir / "eval_report.json")
+    report = Run.load(run_dir).eval_report()
     line = perplexity_line(report) if report else None
     if line:
         print(f"\n{line}")

@@ -186,8 +186,15 @@ def test_resolve_adapter_from_a_run_final_checkpoint_or_missing_path(tmp_path):
     with pytest.raises(AdapterNotFoundError, match="adapter not found.*train_script.py") as missing:
         resolve_adapter(str(tmp_path / "missing"))
     assert isinstance(missing.value, UserError)
-    with pytest.raises(AdapterNotFoundError, match="no checkpoint yet"):
-        resolve_adapter(str(make_run(tmp_path, "started")))
+    started = make_run(tmp_path, "started")
+    with pytest.raises(AdapterNotFoundError, match="holds no LoRA adapter") as none_yet:
+        resolve_adapter(str(started))
+    assert "checkpoint" not in str(none_yet.value)
+    for step in (9, 10):
+        (started / f"checkpoint-{step}").mkdir()
+        (started / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    with pytest.raises(AdapterNotFoundError, match="not finished: use its latest checkpoint, .*checkpoint-10,"):
+        resolve_adapter(str(started))
 
 
 def test_same_model_compares_ids_folders_and_gguf_files():

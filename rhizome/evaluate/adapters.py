@@ -2,7 +2,8 @@
 
 An adapter is given as a run folder of ``train_script.py`` (its ``final/`` is evaluated) or as one of the
 folders inside it that hold LoRA weights: ``final/``, ``best/`` or ``checkpoint-N/``. A folder that holds
-``adapter_config.json`` directly is accepted wherever it lives.
+``adapter_config.json`` directly is accepted wherever it lives (``rhizome.runs.resolve_adapter``). With none
+given, the run of the newest adapter here is evaluated (``rhizome.runs.newest_adapter``).
 
 "What the model was trained on" comes from the training run's ``ThemeTracker`` state
 (``rhizome.train.tracker``): ``theme_tracker_state.json`` in the adapter folder (checkpoints have one),
@@ -13,16 +14,20 @@ else in its run folder (the state at the end of training), else the ``summary`` 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rhizome.train.checkpoint import ADAPTER_CONFIG, adapter_folder, checkpoints
-from rhizome.train.loop import CONFIG_FILE
+from rhizome.errors import UserError
+from rhizome.log import get_logger
+from rhizome.runs import ADAPTER_CONFIG_FILE, Run, newest_adapter, resolve_adapter
+
+log = get_logger(__name__)
 
 TRACKER_FILE = "theme_tracker_state.json"
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserError, ValueError):
     """A missing or unusable input (test file, adapter, base model); the CLI exits with code 2."""
 
 
@@ -42,45 +47,34 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def locate(given: str) -> tuple[Path, Path | None]:
-    """(adapter folder, run folder or None) for a path given on the command line."""
-    path = Path(given).expanduser()
-    if not path.exists():
-        raise EvalInputError(
-            f"adapter not found: {given}\nTrain one with `python train_script.py` (it writes "
-            "<model>-finetuned/final/), or pass a run folder or its final/, best/ or checkpoint-N/ folder."
-        )
-    adapter = adapter_folder(path)
-    if adapter == path:
-        return path, path.parent if (path.parent / CONFIG_FILE).is_file() else None
-    if adapter is not None:
-        return adapter, path
-    found = checkpoints(path)
-    hint = (f"; training has not finished: evaluate its latest checkpoint with `{found[-1][1]}`, or resume "
-            "training with the same command" if found else "")
-    raise EvalInputError(f"{given} holds no LoRA adapter (no {ADAPTER_CONFIG}, no final/){hint}")
+def default_adapter(base_model: str, root: str | os.PathLike = ".") -> str:
+    """The run folder evaluated when none is named: the run of the newest adapter (see rhizome.runs)."""
+    path, why = newest_adapter(root, base_model)
+    if path is None:
+        raise EvalInputError(f"{why} Or name the adapters: python evaluate.py RUN_OR_ADAPTER_FOLDER ...")
+    log.info("%s", why)
+    return str(path.parent)
 
 
-def _short_name(path: Path, run_dir: Path | None) -> str:
-    if run_dir is None:
+def _short_name(path: Path, run: Run | None) -> str:
+    if run is None:
         return path.resolve().name
-    return run_dir.resolve().name + ("" if path.name == "final" else f"/{path.name}")
+    return run.name + ("" if path.name == "final" else f"/{path.name}")
 
 
 def resolve_adapters(given: list[str]) -> list[Adapter]:
     adapters: list[Adapter] = []
     taken = {"base"}
     for item in given:
-        path, run_dir = locate(item)
-        name = _short_name(path, run_dir)
+        path, run = resolve_adapter(item)
+        name = _short_name(path, run)
         unique, n = name, 2
         while unique in taken:
             unique, n = f"{name}-{n}", n + 1
         taken.add(unique)
-        training = _read_json(run_dir / CONFIG_FILE) if run_dir is not None else None
-        adapter_config = _read_json(path / ADAPTER_CONFIG) or {}
-        base = (training or {}).get("model") or adapter_config.get("base_model_name_or_path")
-        adapters.append(Adapter(unique, path, run_dir, base))
+        adapter_config = _read_json(path / ADAPTER_CONFIG_FILE) or {}
+        base = (run.base_model if run else None) or adapter_config.get("base_model_name_or_path")
+        adapters.append(Adapter(unique, path, run.path if run else None, base))
     return adapters
 
 

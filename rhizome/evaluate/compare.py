@@ -16,13 +16,15 @@ import torch
 
 from rhizome.config import save_config
 from rhizome.device import detect_device
-from rhizome.evaluate.adapters import EvalInputError, choose_base_model, resolve_adapters, trained_on
+from rhizome.evaluate.adapters import (
+    EvalInputError, choose_base_model, default_adapter, resolve_adapters, trained_on,
+)
 from rhizome.evaluate.config import EvalConfig
 from rhizome.evaluate.metrics import score_pairs
 from rhizome.evaluate.report import build_report, write_report
 from rhizome.evaluate.themes import pair_groups, rare_themes, theme_members, training_theme_counts
 from rhizome.log import get_logger
-from rhizome.train.config import DEFAULT_MODEL, TrainConfig
+from rhizome.train.config import DEFAULT_MODEL
 from rhizome.train.data import load_pairs, tokenize_pairs
 from rhizome.train.model import load_base_model, load_tokenizer, resolve_model
 
@@ -42,7 +44,7 @@ def run(config: EvalConfig) -> dict:
     """Evaluate and write eval_report.json / eval_report.md / plots; returns the report (see ``report.py``)."""
     started = time.perf_counter()
     _check_inputs(config)
-    given = list(config.adapters) or [str(TrainConfig(model=config.base_model or DEFAULT_MODEL).run_dir)]
+    given = list(config.adapters) or [default_adapter(config.base_model or DEFAULT_MODEL)]
     adapters = resolve_adapters(given)
     base_name = choose_base_model(config.base_model, adapters)
     output_dir = Path(config.output_dir or given[0])

@@ -15,7 +15,8 @@ class EvalConfig:
     adapters: list[str] = option(
         default_factory=list, positional=True, metavar="ADAPTER",
         help="adapters to compare with the base model: a run folder of train_script.py (its final/ is used) or "
-             "a final/, best/ or checkpoint-N/ folder; default: <base-model-name>-finetuned")
+             "a final/, best/ or checkpoint-N/ folder; default: the run of the newest final/ adapter here trained "
+             "on --base-model, or on the shipped model when none is given (see README, Which adapter is used)")
     test_file: str = option("data_finetune/dataset_test.jsonl", "test pairs (chat JSONL from data_formatter.py)")
     train_file: str = option("data_finetune/dataset_train.jsonl",
                              "training pairs, read only to count how many pairs carry each theme (rare themes)")

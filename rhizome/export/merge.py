@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from rhizome.errors import UserError
 from rhizome.log import get_logger
-from rhizome.train.checkpoint import ADAPTER_CONFIG, adapter_folder
-from rhizome.train.loop import CONFIG_FILE
+from rhizome.runs import ADAPTER_CONFIG_FILE, Run, newest_adapter, resolve_adapter
+from rhizome.train.config import DEFAULT_MODEL
 from rhizome.train.model import ModelNotFoundError, resolve_model
 
 log = get_logger(__name__)
@@ -26,7 +27,7 @@ log = get_logger(__name__)
 VERIFY_PROMPT = "What are the first steps when starting something new?"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """A problem the user can fix (missing adapter, quantised base ...): reported without a traceback."""
 
 
@@ -41,32 +42,17 @@ class AdapterInfo:
     base_dtype: torch.dtype  # what the base's weights are stored in
 
 
-def find_adapter(given: str, cwd: Path | None = None) -> Path:
-    """The adapter folder for ``given`` (an adapter or run folder), or the newest ``*-finetuned/final`` in ``cwd``."""
-    if not given:
-        cwd = cwd or Path.cwd()
-        finals = sorted((p for p in cwd.glob("*-finetuned/final") if (p / ADAPTER_CONFIG).is_file()),
-                        key=lambda p: p.stat().st_mtime)
-        if not finals:
-            raise ExportError(f"no trained adapter found in {cwd} (looked for *-finetuned/final/{ADAPTER_CONFIG}).\n"
-                              "Train one with `python train_script.py`, or name the adapter or run folder: "
-                              "python export_model.py path/to/run/final")
-        return finals[-1]
-    path = Path(given).expanduser()
-    adapter = adapter_folder(path)
-    if adapter is not None:
-        return adapter
-    if not path.exists():
-        raise ExportError(f"no such adapter folder: {given}")
-    raise ExportError(f"{given} holds no LoRA adapter ({ADAPTER_CONFIG} missing): name a final/, best/ or "
-                      "checkpoint-N/ folder, or a training run folder that has a final/")
-
-
-def _run_dir(adapter: Path) -> Path | None:
-    for folder in (adapter, adapter.parent):
-        if (folder / CONFIG_FILE).is_file():
-            return folder
-    return None
+def find_adapter(given: str, cwd: Path | None = None, base_model: str = "") -> tuple[Path, Run | None]:
+    """(adapter folder, its run) for ``given`` (an adapter or run folder), or, when empty, the newest adapter in
+    ``cwd`` trained on ``base_model`` (the shipped model when empty): the rule of ``rhizome.runs.newest_adapter``."""
+    if given:
+        return resolve_adapter(given)
+    path, why = newest_adapter(cwd or Path.cwd(), base_model or DEFAULT_MODEL)
+    if path is None:
+        raise ExportError(f"{why}\nName the adapter or run folder: python export_model.py path/to/run/final, or pass "
+                          "--base with the model it was trained on.")
+    log.info("%s", why)
+    return resolve_adapter(str(path))
 
 
 def _read_json(path: Path) -> dict:
@@ -76,33 +62,21 @@ def _read_json(path: Path) -> dict:
         raise ExportError(f"cannot read {path}: {exc}") from exc
 
 
-def _trained_as_qlora(adapter: Path, run_dir: Path | None, training: dict) -> bool:
-    """Whether the run loaded its base in 4-bit (the resolved choice is in the model card and train.log)."""
-    if training.get("quantization") == "nf4":
-        return True
-    card = adapter / "README.md"  # final/ has one; for a checkpoint, the run's log (which may span several runs)
-    if card.is_file():
-        return "4-bit NF4 (QLoRA)" in card.read_text(encoding="utf-8", errors="replace")
-    log_file = run_dir / "train.log" if run_dir else None
-    return bool(log_file and log_file.is_file()
-                and "Quantisation: 4-bit NF4" in log_file.read_text(encoding="utf-8", errors="replace"))
-
-
 def describe_adapter(given: str, base_override: str = "", cwd: Path | None = None) -> AdapterInfo:
-    path = find_adapter(given, cwd)
-    lora = _read_json(path / ADAPTER_CONFIG)
+    path, run = find_adapter(given, cwd, base_override)
+    lora = _read_json(path / ADAPTER_CONFIG_FILE)
     if lora.get("peft_type", "LORA") != "LORA":
         raise ExportError(f"{path} is a {lora.get('peft_type')} adapter; only LoRA adapters can be merged")
-    run_dir = _run_dir(path)
-    training = _read_json(run_dir / CONFIG_FILE) if run_dir else {}
-    # The run's own setting names the model portably (an id or .gguf); peft records the local folder it loaded.
-    base_name = base_override or training.get("model") or lora.get("base_model_name_or_path") or ""
+    # The run names the model portably (an id or .gguf); peft records the local folder it loaded.
+    base_name = base_override or (run.base_model if run else None) or lora.get("base_model_name_or_path") or ""
     if not base_name:
-        raise ExportError(f"{path}/{ADAPTER_CONFIG} does not name its base model: pass --base")
+        raise ExportError(f"{path}/{ADAPTER_CONFIG_FILE} does not name its base model: pass --base")
     base_path = resolve_model(base_name)
     dtype = getattr(_base_config(base_name, base_path), "dtype", None)
     dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    return AdapterInfo(path, run_dir, base_name, base_path, lora, _trained_as_qlora(path, run_dir, training),
+    # Only the run's structured record counts (rhizome.runs): an adapter from elsewhere is taken as plain LoRA.
+    qlora = run is not None and run.quantization == "nf4"
+    return AdapterInfo(path, run.path if run else None, base_name, base_path, lora, qlora,
                        dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32)
 
 

@@ -11,18 +11,16 @@ splits them, so their pieces are found there too.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from rhizome import safe_pickle
 from rhizome.format.records import Pair
 from rhizome.log import get_logger
 from rhizome.memory.embedder import EmbeddingCache, canonical_model_name, embed_missing, text_key
-from rhizome.memory.store import CONFIG_FILE, METADATA_FILE
+from rhizome.memory.store import Memory, MemoryFilesError
 
 log = get_logger(__name__)
 
@@ -36,22 +34,22 @@ class PairVectors:
 
 
 def memory_vectors(vectors_path: str | Path, model_name: str) -> dict[str, np.ndarray]:
-    """text hash -> vector from ``memory_texts.npy`` and its metadata, if they were made with ``model_name``."""
+    """text hash -> vector from the memory whose ``memory_texts.npy`` is ``vectors_path``, if made with ``model_name``.
+
+    A memory that is missing, made with another model, or damaged is not reused (its texts are embedded instead)."""
     vectors_path = Path(vectors_path)
-    folder = vectors_path.parent
-    if not vectors_path.exists() or not (folder / METADATA_FILE).exists():
+    if not vectors_path.exists():
         return {}
-    config_path = folder / CONFIG_FILE
-    made_with = json.loads(config_path.read_text(encoding="utf-8")).get("embedding_model") if config_path.exists() else None
-    if made_with is None or canonical_model_name(made_with) != canonical_model_name(model_name):
+    try:
+        memory = Memory.load(vectors_path.parent, with_index=False)
+    except MemoryFilesError as exc:
+        log.warning("the memory beside %s is not reused: %s", vectors_path, exc)
+        return {}
+    made_with = memory.config["embedding_model"]
+    if canonical_model_name(made_with) != canonical_model_name(model_name):
         log.info("%s was made with %s, not %s: not reused", vectors_path, made_with, model_name)
         return {}
-    vectors = np.load(vectors_path, allow_pickle=False)
-    metadata = safe_pickle.load(folder / METADATA_FILE)
-    if len(metadata) != len(vectors):
-        log.warning("%s and %s disagree in length: not reused", vectors_path, METADATA_FILE)
-        return {}
-    return {item["text_hash"]: vectors[row] for row, item in enumerate(metadata) if "text_hash" in item}
+    return {item["text_hash"]: memory.vectors[row] for row, item in enumerate(memory.metadata) if "text_hash" in item}
 
 
 def embed_pairs(pairs: Sequence[Pair], known: dict[str, np.ndarray], cache: EmbeddingCache,

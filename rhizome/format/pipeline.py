@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from rhizome import atomic
 from rhizome.config import option, save_config, to_dict
 from rhizome.device import detect_device
+from rhizome.errors import UserError
 from rhizome.format import clean as cleaning
 from rhizome.format import dedup, pairs as pairing, quality, split, themes
 from rhizome.format.embeddings import PairVectors, embed_pairs, memory_vectors
@@ -56,11 +57,8 @@ METADATA_FILE = "dataset_metadata.json"
 CONFIG_FILE = "format_config.json"
 
 
-class FormatError(SystemExit):
+class FormatError(UserError):
     """A run that cannot produce a training set; the message says which step and what to change."""
-
-    def __init__(self, message: str):
-        super().__init__(f"error: {message}")
 
 
 @dataclass

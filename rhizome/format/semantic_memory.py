@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rhizome import atomic, safe_pickle
+from rhizome.errors import UserError
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -41,7 +42,7 @@ FORGET_BELOW = 0.01
 MAX_RUN_TIMESTAMPS = 100
 
 
-class SemanticMemoryError(RuntimeError):
+class SemanticMemoryError(UserError, RuntimeError):
     """``semantic_memory.pkl`` exists but cannot be used."""
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rhizome import atomic
-from rhizome.config import option, save_config
+from rhizome.config import option, to_dict
 from rhizome.device import detect_device
+from rhizome.errors import UserError
 from rhizome.ingest import Conversation, IngestReport, iter_conversations
 from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
@@ -31,10 +31,15 @@ from rhizome.memory.embedder import (
     load_tokenizer, resolve_model_path, text_key,
 )
 from rhizome.memory.items import TokenSplitter, items_from_conversations, items_from_pdf_chunks
-from rhizome.memory.store import CONFIG_FILE, INDEX_FILE, METADATA_FILE, VECTORS_FILE, Memory, MemoryFilesError
+from rhizome.memory.store import METADATA_FILE, VECTORS_FILE, Memory, MemoryFilesError
 from rhizome.redact import REDACT_HELP, REDACT_PII_HELP, Redaction
 
 log = get_logger(__name__)
+
+
+class NothingToEmbedError(UserError):
+    """No input files, or none with any text: the user must name or add some."""
+
 
 @dataclass
 class EmbedConfig(InputOptions):
@@ -124,8 +129,8 @@ def build_memory(config: EmbedConfig) -> dict:
     started = time.perf_counter()
     inputs = config.inputs or default_inputs()
     if not inputs:
-        raise SystemExit(
-            "error: nothing to embed. Put conversations.json (ChatGPT) / conversations2.json (Claude) or "
+        raise NothingToEmbedError(
+            "nothing to embed. Put conversations.json (ChatGPT) / conversations2.json (Claude) or "
             "pdf_texts.json (from pdf_to_json.py) here, or pass files: python batch_embedder.py FILE ..."
         )
     conversation_files, pdf_files = split_inputs(inputs)
@@ -148,7 +153,7 @@ def build_memory(config: EmbedConfig) -> dict:
         chunks = list(redacted_chunks(chunks, redaction, redacted))
     items.extend(items_from_pdf_chunks(progress(chunks, desc="PDF chunks", unit="chunk"), splitter))
     if not items:
-        raise SystemExit(f"error: no text found in {', '.join(inputs)}; see the messages above for why")
+        raise NothingToEmbedError(f"no text found in {', '.join(inputs)}; see the messages above for why")
 
     device = detect_device(config.force_cpu)
     cache = EmbeddingCache(config.cache_dir, config.embedding_model, embedding_precision(device.torch_device))
@@ -173,12 +178,6 @@ def build_memory(config: EmbedConfig) -> dict:
         items.extend(chat_items)
 
     index = faiss_index.build_index(vectors, exact_max=config.exact_index_max)
-    out = Path(config.output_dir)
-    # In Memory.save's order: the metadata follows the vectors and index it describes.
-    atomic.write_npy(out / VECTORS_FILE, vectors)
-    faiss_index.save_index(index, out / INDEX_FILE)
-    atomic.write_pickle(out / METADATA_FILE, items)
-
     summary = {
         "items": len(items),
         "dim": int(vectors.shape[1]),
@@ -200,8 +199,9 @@ def build_memory(config: EmbedConfig) -> dict:
         "errors": [{"file": f, "reason": r} for f, r in report.errors],
         "seconds": round(time.perf_counter() - started, 2),
     }
-    save_config(config, out / CONFIG_FILE, embedding_model_canonical=canonical_model_name(config.embedding_model),
-                max_tokens_used=max_tokens, device=device.describe(), summary=summary)
+    settings = {**to_dict(config), "embedding_model_canonical": canonical_model_name(config.embedding_model),
+                "max_tokens_used": max_tokens, "device": device.describe(), "summary": summary}
+    Memory(vectors, items, index, settings).save(config.output_dir)
     return summary
 
 

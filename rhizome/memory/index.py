@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rhizome import atomic
+from rhizome.errors import UserError
 
 EXACT_MAX_DEFAULT = 2_000
 HNSW_M = 32
@@ -53,7 +54,7 @@ def save_index(index, path: str | os.PathLike) -> None:
     atomic.write_bytes(path, faiss.serialize_index(index).tobytes())
 
 
-class IndexFileError(ValueError):
+class IndexFileError(UserError, ValueError):
     """``memory_index.faiss`` cannot be used: cut short, damaged, or not the index of the memory's vectors."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rhizome import atomic, safe_pickle
+from rhizome.errors import UserError
 from rhizome.log import get_logger
 from rhizome.memory import index as faiss_index
 from rhizome.memory.embedder import DEFAULT_EMBEDDING_MODEL, load_embedder
@@ -36,7 +37,7 @@ def _shared_embedder(name: str, device: str):
     return load_embedder(name, device=device)
 
 
-class MemoryFilesError(RuntimeError):
+class MemoryFilesError(UserError, RuntimeError):
     """A memory file is missing, damaged or refused; the message names it and says what to do."""
 
 

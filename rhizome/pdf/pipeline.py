@@ -61,6 +61,7 @@ import pypdf
 from rhizome import atomic
 from rhizome.config import option, save_config
 from rhizome.device import available_cpus
+from rhizome.errors import UserError
 from rhizome.log import get_logger, progress
 from rhizome.pdf.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_OVERLAP, chunk_spans
 from rhizome.pdf.extract import UnreadablePdf, clean_pages, page_range, read_pdf
@@ -94,19 +95,23 @@ class PdfConfig:
     verbose: bool = option(False, "log debug messages, e.g. pypdf's warnings about damaged files")
 
     def check(self) -> None:
-        """Raise ``ValueError`` for settings that cannot work."""
+        """Raise :class:`PdfSettingsError` for settings that cannot work."""
         if self.chunk_size < 100:
-            raise ValueError(f"--chunk-size must be at least 100 characters, got {self.chunk_size}")
+            raise PdfSettingsError(f"--chunk-size must be at least 100 characters, got {self.chunk_size}")
         if not 0 <= self.overlap <= self.chunk_size // 2:
-            raise ValueError(f"--overlap must be between 0 and half of --chunk-size ({self.chunk_size // 2}), "
+            raise PdfSettingsError(f"--overlap must be between 0 and half of --chunk-size ({self.chunk_size // 2}), "
                              f"got {self.overlap}")
         if self.workers < 0:
-            raise ValueError(f"--workers must be 0 (automatic) or more, got {self.workers}")
+            raise PdfSettingsError(f"--workers must be 0 (automatic) or more, got {self.workers}")
         if self.timeout < 0:
-            raise ValueError(f"--timeout must be 0 (no limit) or more, got {self.timeout}")
+            raise PdfSettingsError(f"--timeout must be 0 (no limit) or more, got {self.timeout}")
 
 
-class PdfTextsError(ValueError):
+class PdfSettingsError(UserError, ValueError):
+    """A setting, or the PDF folder, that cannot work; the message names it."""
+
+
+class PdfTextsError(UserError, ValueError):
     """A ``pdf_texts.json`` that cannot be used; the message names the file and what to do."""
 
 
@@ -292,7 +297,7 @@ def run(config: PdfConfig, extract: Extractor = extract_file) -> RunReport:
     config.check()
     root, output = Path(config.pdf_dir), Path(config.output)
     if not root.exists():
-        raise FileNotFoundError(f"{root} does not exist; pass the folder that holds your PDFs")
+        raise PdfSettingsError(f"{root} does not exist; pass the folder that holds your PDFs")
     settings = chunk_settings(config)
     previous = _previous_run(output, settings)
     if previous.files and not previous.same_settings and config.reuse:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rhizome.errors import UserError
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -26,7 +27,7 @@ ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
 
 
-class DatasetFileError(ValueError):
+class DatasetFileError(UserError, ValueError):
     pass
 
 

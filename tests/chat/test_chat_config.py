@@ -7,6 +7,7 @@ import pytest
 
 from rhizome.chat.config import ChatConfig, find_adapter
 from rhizome.config import parse_args
+from rhizome.errors import UserError
 from rhizome.train.config import DEFAULT_MODEL
 
 
@@ -38,7 +39,7 @@ def test_auto_picks_the_newest_adapter_trained_on_the_base_model(tmp_path):
     adapter(tmp_path, "qwen-finetuned", "Qwen/Qwen2.5-0.5B-Instruct", 3_000)
     path, why = find_adapter(ChatConfig(), root=tmp_path)
     assert path == str(newer)
-    assert "newest trained on" in why and "2 older one(s) ignored" in why
+    assert f"newest trained on {DEFAULT_MODEL}" in why and "2 other(s) ignored" in why
 
 
 def test_auto_says_when_no_adapter_fits(tmp_path):
@@ -54,5 +55,6 @@ def test_none_and_explicit_adapters(tmp_path):
     assert find_adapter(ChatConfig(adapter="none"), root=tmp_path) == (
         None, f"No adapter (--adapter none): chatting with the base model {DEFAULT_MODEL}.")
     assert find_adapter(ChatConfig(adapter=str(final)), root=tmp_path)[0] == str(final)
-    with pytest.raises(FileNotFoundError, match="--adapter auto"):
+    assert find_adapter(ChatConfig(adapter=str(final.parent)), root=tmp_path)[0] == str(final)  # the run folder
+    with pytest.raises(UserError, match="adapter not found.*train_script.py"):
         find_adapter(ChatConfig(adapter=str(tmp_path / "missing")))

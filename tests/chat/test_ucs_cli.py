@@ -50,7 +50,7 @@ def test_config_prints_the_effective_settings_and_the_adapter_choice(tmp_path, c
     assert settings["temperature"] == 0.2 and settings["port"] == 8000 and settings["adapter"] == "auto"
     assert "No trained adapter found" in out
     assert ucs.main(["config", "--adapter", "nowhere"]) == 2
-    assert "no adapter_config.json" in capsys.readouterr().err
+    assert "error: adapter not found: nowhere" in capsys.readouterr().err
 
 
 def test_config_never_prints_a_password(tmp_path, capsys, monkeypatch):

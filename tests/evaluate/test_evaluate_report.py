@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from rhizome.evaluate.adapters import EvalInputError, locate, resolve_adapters
+from rhizome.errors import UserError
+from rhizome.evaluate.adapters import EvalInputError, default_adapter, resolve_adapters
 
 
 def test_report_files_are_written(evaluation):
@@ -28,14 +29,24 @@ def test_trained_on_comes_from_the_theme_tracker(evaluation):
 
 
 def test_adapter_folders_resolve_to_unique_names(adapter_run, tiny_model_dir):
-    assert locate(str(adapter_run)) == (adapter_run / "final", adapter_run)
-    assert locate(str(adapter_run / "final")) == (adapter_run / "final", adapter_run)
     names = [a.name for a in resolve_adapters([str(adapter_run), str(adapter_run / "final")])]
     assert names == ["tiny-finetuned", "tiny-finetuned-2"]
-    assert resolve_adapters([str(adapter_run / "final")])[0].base_model == str(tiny_model_dir)  # training_config.json
+    first = resolve_adapters([str(adapter_run / "final")])[0]
+    assert (first.path, first.run_dir) == (adapter_run / "final", adapter_run)
+    assert first.base_model == str(tiny_model_dir)  # training_config.json
 
 
 def test_a_run_without_final_points_at_its_checkpoint(tmp_path):
     (tmp_path / "checkpoint-8").mkdir()
-    with pytest.raises(EvalInputError, match="checkpoint-8"):
-        locate(str(tmp_path))
+    (tmp_path / "checkpoint-8" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="not finished.*checkpoint-8"):
+        resolve_adapters([str(tmp_path)])
+
+
+def test_with_no_adapter_named_the_newest_run_here_is_evaluated(tmp_path, adapter_run, tiny_model_dir):
+    with pytest.raises(EvalInputError, match="No trained adapter found.*python evaluate.py RUN_OR_ADAPTER_FOLDER"):
+        default_adapter(str(tiny_model_dir), root=tmp_path)
+    (tmp_path / "mine").symlink_to(adapter_run)
+    assert default_adapter(str(tiny_model_dir), root=tmp_path) == str(tmp_path / "mine")
+    with pytest.raises(EvalInputError, match="No adapter trained on Qwen/Qwen2.5-0.5B-Instruct"):
+        default_adapter("Qwen/Qwen2.5-0.5B-Instruct", root=tmp_path)

@@ -6,7 +6,7 @@ import export_model
 def test_missing_adapter_exits_2_with_a_clear_message(tmp_path, capsys):
     assert export_model.main([str(tmp_path / "no-such-run")]) == 2
     err = capsys.readouterr().err
-    assert "no such adapter folder" in err and "Traceback" not in err
+    assert "error: adapter not found" in err and "no-such-run" in err and "Traceback" not in err
 
 
 def test_no_adapter_here_exits_2_and_says_how_to_get_one(tmp_path, capsys, monkeypatch):

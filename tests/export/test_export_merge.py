@@ -56,16 +56,22 @@ def test_export_records_what_it_did(exported, tiny_run, tiny_base):
 
 def test_finds_the_adapter_from_a_run_folder_or_the_newest_run_here(tiny_run, tmp_path):
     from rhizome.export.merge import ExportError, find_adapter
+    from rhizome.runs import AdapterNotFoundError
 
-    assert find_adapter(str(tiny_run)) == tiny_run / "final"
-    assert find_adapter(str(tiny_run / "final")) == tiny_run / "final"
-    with pytest.raises(ExportError, match="no trained adapter found"):
+    assert find_adapter(str(tiny_run))[0] == tiny_run / "final"
+    assert find_adapter(str(tiny_run / "final")) == (tiny_run / "final", find_adapter(str(tiny_run))[1])
+    with pytest.raises(ExportError, match="(?s)No trained adapter found.*train_script.py"):
         find_adapter("", cwd=tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ExportError, match="holds no LoRA adapter"):
+    with pytest.raises(AdapterNotFoundError, match="holds no LoRA adapter"):
         find_adapter(str(tmp_path / "empty"))
     (tmp_path / "x-finetuned").symlink_to(tiny_run)
-    assert find_adapter("", cwd=tmp_path) == tmp_path / "x-finetuned" / "final"
+    base = json.loads((tiny_run / "training_config.json").read_text())["model"]
+    path, run = find_adapter("", cwd=tmp_path, base_model=base)
+    assert path == tmp_path / "x-finetuned" / "final" and run.name == "x-finetuned"
+    # Export picks as the chat does: with no --base, the newest adapter trained on the shipped model.
+    with pytest.raises(ExportError, match="(?s)No adapter trained on HuggingFaceTB/SmolLM2-135M-Instruct.*--base"):
+        find_adapter("", cwd=tmp_path)
 
 
 def test_a_quantised_base_is_refused_with_the_way_out(tiny_run, tiny_base, tmp_path):
@@ -90,8 +96,11 @@ def test_a_qlora_run_is_merged_over_the_unquantised_base_and_says_so(tiny_run, t
         (run / "final" / f.name).write_bytes(f.read_bytes())
     config = json.loads((tiny_run / "training_config.json").read_text())
     (run / "training_config.json").write_text(json.dumps({**config, "quantization": "auto"}))
-    assert describe_adapter(str(run)).qlora is False
+    # Prose is no record: a model card or log mentioning 4-bit does not make the run QLoRA.
     (run / "final" / "README.md").write_text("- Adapter: LoRA r=16; base weights 4-bit NF4 (QLoRA)\n")
+    (run / "train.log").write_text("Quantisation: 4-bit NF4\n")
+    assert describe_adapter(str(run)).qlora is False
+    (run / "run.json").write_text(json.dumps({"format": 1, "status": "finished", "quantization": "nf4"}))
     assert describe_adapter(str(run)).qlora is True
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import data_formatter
-from rhizome.format.pipeline import FormatConfig, run
+from rhizome.format.pipeline import FormatConfig, FormatError, run
 from rhizome.format.steps import StepLog
 from rhizome.pdf import PdfConfig, run as run_pdf_stage
 
@@ -130,14 +130,16 @@ def test_redact_pii_keeps_personal_data_out_of_the_training_files(workdir, tmp_p
     assert "ann.lee@example.org" in (workdir / "pii_kept" / "dataset_train.jsonl").read_text()
 
 
-def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch):
+def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="pdf_to_json.py"):
+    with pytest.raises(FormatError, match="pdf_to_json.py"):
         run(FormatConfig())
+    assert data_formatter.main([]) == 2  # the shared exit code of errors the user must act on
+    assert capsys.readouterr().err.startswith("error: nothing to format.")
 
 
 def test_everything_filtered_names_the_step_and_the_flag(workdir):
-    with pytest.raises(SystemExit, match="step 'quality'.*--qa-quality-score-threshold"):
+    with pytest.raises(FormatError, match="step 'quality'.*--qa-quality-score-threshold"):
         run(config_for(workdir, "none", qa_quality_score_threshold=1.01))
 
 
