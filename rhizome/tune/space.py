@@ -115,6 +115,13 @@ def suggest(trial, space: Space) -> dict[str, Any]:
     return params
 
 
+def defaults_params(space: Space, train: TrainConfig) -> dict[str, Any]:
+    """The flags' own values for the defaults trial; one outside a narrowed set of choices is left to the sampler."""
+    params = {name: getattr(train, name) for name in space}
+    return {name: value for name, value in params.items()
+            if "choices" not in space[name] or value in space[name]["choices"]}
+
+
 def trial_config(base: TrainConfig, params: dict[str, Any], **trial_owned: Any) -> TrainConfig:
     """The base settings with the trial's values (and what the study decides per trial: its folder, budget)."""
     return dataclasses.replace(base, **params, **trial_owned)

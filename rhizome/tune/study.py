@@ -16,6 +16,7 @@ Trial 0 is the flags' own settings (``enqueue_trial``), so the report compares t
 
 from __future__ import annotations
 
+import fcntl
 import time
 import warnings
 from pathlib import Path
@@ -31,11 +32,12 @@ from rhizome.log import get_logger, progress
 from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
 from rhizome.tune.config import TuneConfig
 from rhizome.tune.objective import Objective
-from rhizome.tune.space import Space, load_space
+from rhizome.tune.space import Space, defaults_params, load_space
 
 log = get_logger(__name__)
 
 STUDY_FILE = "study.db"
+LOCK_FILE = "study.lock"
 CONFIG_FILE = "tune_config.json"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Study settings a rerun may change: how many trials, how they are run, not what a trial means.
@@ -71,23 +73,27 @@ def open_study(tune: TuneConfig, train: TrainConfig, space: Space) -> optuna.Stu
         storage_url(tune), engine_kwargs={"connect_args": {"timeout": 60}},  # SQLite: wait for the other writer
         heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
         failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
-    study = optuna.create_study(storage=storage, study_name=tune.study_name, direction="minimize",
-                                pruner=make_pruner(tune), load_if_exists=True)
     expected = _settings(tune, train, space)
-    saved = study.user_attrs.get("definition")
-    if saved is None:
-        study.set_user_attr("definition", expected)
-        defaults = {name: getattr(train, name) for name in space}
-        study.enqueue_trial(defaults, user_attrs={"role": "defaults"}, skip_if_exists=True)
-    elif saved != expected:
+    # Two processes starting a new study at once would both queue the defaults trial: one creates, under a lock.
+    with open(tune.dir / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        study = optuna.create_study(storage=storage, study_name=tune.study_name, direction="minimize",
+                                    pruner=make_pruner(tune), load_if_exists=True)
+        saved = study.user_attrs.get("definition")
+        if saved is None:
+            study.set_user_attr("definition", expected)
+            study.enqueue_trial(defaults_params(space, train), user_attrs={"role": "defaults"})
+        openings = study.user_attrs.get("openings", 0)
+        study.set_user_attr("openings", openings + 1)
+    if saved is not None and saved != expected:
         changed = sorted({k for k in {*saved["settings"], *expected["settings"]}
                           if saved["settings"].get(k) != expected["settings"].get(k)}
                          | ({"search space"} if saved["space"] != expected["space"] else set()))
         raise StudySettingsError(
             f"the study in {tune.dir / STUDY_FILE} was made with other settings ({', '.join(changed)}); rerun "
             "with the same ones to continue it, or give another --tune-dir for a new study")
-    # Seeded by the trials already there, so a rerun does not draw its first trials' settings again.
-    study.sampler = optuna.samplers.TPESampler(seed=tune.sampler_seed + len(study.trials),
+    # Each opening of the study (a rerun, a second process) draws its own random settings, not the first ones again.
+    study.sampler = optuna.samplers.TPESampler(seed=tune.sampler_seed + openings,
                                                n_startup_trials=tune.startup_trials, constant_liar=True)
     return study
 
@@ -105,7 +111,9 @@ def run_study(study: optuna.Study, objective: Objective, tune: TuneConfig) -> No
     bar.refresh()
     failures = 0
     while True:
-        fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
         finished, running = _counts(study)
         bar.update(min(finished, tune.trials) - bar.n)
         if finished >= tune.trials:
@@ -147,7 +155,6 @@ def prepare(tune: TuneConfig, train: TrainConfig) -> tuple[TuneConfig, Space]:
 def tune_study(tune: TuneConfig, train: TrainConfig) -> tuple[optuna.Study, TuneConfig]:
     """Open (or continue) the study and run it to ``tune.trials`` finished trials."""
     tune, space = prepare(tune, train)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(tune, train, space)
     run_study(study, Objective(tune, train, space), tune)
