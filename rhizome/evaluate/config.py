@@ -21,7 +21,7 @@ class EvalConfig:
     train_file: str = option("data_finetune/dataset_train.jsonl",
                              "training pairs, read only to count how many pairs carry each theme (rare themes)")
     base_model: str = option("", "base model (Hugging Face id, local folder or .gguf); default: the one the "
-                                 "adapters were trained on (training_config.json, else adapter_config.json)")
+                                 "adapters were trained on (run.json or training_config.json, else adapter_config.json)")
     output_dir: str = option("", "where eval_report.{json,md} and the plots go; default: the first adapter's folder",
                              flag="-o")
     max_samples: int = option(0, "evaluate the first N test pairs only (0 = all)")

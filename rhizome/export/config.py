@@ -10,11 +10,12 @@ from rhizome.config import option
 @dataclass
 class ExportConfig:
     adapter: str = option("", "a LoRA adapter folder (final/, best/, checkpoint-N/) or a training run folder "
-                              "(<model>-finetuned/, meaning its final/); default: the newest *-finetuned/final here",
+                              "(<model>-finetuned/, meaning its final/); default: the newest final/ adapter of a run "
+                              "folder here trained on --base, or on the shipped model (see README, Which adapter is used)",
                           positional=True, metavar="ADAPTER")
     output: str = option("", "folder to write; default: <run>/merged", flag="-o")
     base: str = option("", "base model to merge into (Hugging Face id, local folder or .gguf); default: the model "
-                           "the run was trained on (training_config.json, else adapter_config.json)")
+                           "the run was trained on (run.json, training_config.json, else adapter_config.json)")
     dtype: str = option("auto", "dtype of the saved weights (the merge itself runs in fp32); auto = the base's",
                         choices=["auto", "float32", "float16", "bfloat16"])
     gguf: bool = option(True, "also write a GGUF file for llama.cpp / Ollama (Llama-family models)")
