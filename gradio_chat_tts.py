@@ -10,38 +10,32 @@ import sys
 
 from rhizome.chat.app import ChatPage, build_app
 from rhizome.chat.config import ChatConfig
-from rhizome.chat.server import (AUTH_ENV, ServeError, auth_on_command_line, check_serving, describe_setup, launch,
-                                 load_speech)
+from rhizome.chat.server import AUTH_ENV, auth_on_command_line, check_serving, describe_setup, launch, load_speech
 from rhizome.chat.session import ChatSession
 from rhizome.config import parse_args
+from rhizome.errors import run_main
 from rhizome.log import setup_logging
-from rhizome.memory.store import MemoryFilesError
-from rhizome.train.model import ModelNotFoundError
 
 
 def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv) -> int:
     config, _ = parse_args(ChatConfig, __doc__, argv)
     setup_logging(config.verbose)
     if auth_on_command_line(sys.argv[1:] if argv is None else argv):
         print(f"warning: --auth puts the password on the command line, where any user of this machine can read it "
               f"(ps); use --auth-file FILE or the {AUTH_ENV} environment variable instead", file=sys.stderr)
-    try:
-        check_serving(config)
-        session = ChatSession.from_config(config)
-    except (ServeError, ModelNotFoundError, MemoryFilesError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    check_serving(config)
+    session = ChatSession.from_config(config)
     stt, tts, notices = load_speech(config)
     status = describe_setup(session, stt, tts)
     print("\n".join(status + [f"Note: {notice.replace('**', '')}" for notice in notices]))
     page = ChatPage(session, stt, tts, notices=notices, status=status, voice=config.voice, speak=config.speak)
     app = build_app(page, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                     max_upload_mb=config.max_upload_mb)
-    try:
-        url, public_url = launch(app, config)
-    except ServeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    url, public_url = launch(app, config)
     print(f"Chat page: {url}" + (f" and {public_url} (public link, --share)" if public_url else "")
           + " (Ctrl+C to stop)")
     app.block_thread()  # until Ctrl+C
