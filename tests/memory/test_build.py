@@ -184,3 +184,9 @@ def test_the_chat_page_remembers_turns_redacted_like_the_memory(leaky_chat, tmp_
     # ... and so do the memories the page shows and puts in the prompt.
     lines = [memory_line(hit) for hit in chat.retrieve("my Hugging Face token")]
     assert lines and not any("hf_a1B2" in line or "ann@" in line for line in lines)
+
+
+def test_nothing_to_embed_exits_2_saying_what_to_add(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert batch_embedder.main([]) == 2
+    assert capsys.readouterr().err.startswith("error: nothing to embed. Put conversations.json")
