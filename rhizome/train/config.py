@@ -7,7 +7,8 @@ effective settings are saved as ``training_config.json`` in the output folder.
 ``max_train_tokens`` bounds a run by real (non-pad) training tokens rather than steps, so runs with different
 batch sizes or packing see the same amount of data (hyperparameter tuning compares trials at one budget): the
 plan stops at the step during which the count reaches it, and the learning-rate schedule is laid out over that
-shortened plan.
+shortened plan. ``report_to`` names the experiment trackers that get the scalars of ``metrics.jsonl``
+(``rhizome/train/report.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 from rhizome.config import option
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TRACKERS = ("none", "tensorboard", "trackio", "mlflow")
 
 # Settings that may change between a run and its resume without changing what is trained.
 RESUMABLE_CHANGES = frozenset({
     "fresh", "logging_steps", "save_steps", "eval_steps", "save_total_limit", "verbose", "plots",
     "force_rebuild_cache", "use_cache", "cache_dir", "threads", "num_train_epochs", "max_steps", "output_dir",
+    "report_to",
 })
 
 
@@ -95,6 +98,11 @@ class TrainConfig:
     eval_samples: int = option(256, "validation pairs used per evaluation (first N, fixed; 0 = all)")
     save_total_limit: int = option(3, "keep the last K checkpoints")
     plots: bool = option(True, "write training_plots.png and loss_focused.png at each checkpoint")
+    report_to: list[str] = option(
+        default_factory=lambda: ["tensorboard"], metavar="TRACKER", choices=list(TRACKERS),
+        help="experiment trackers that get the metrics.jsonl scalars: tensorboard (event files in <run>/tensorboard), "
+             "trackio (its local store, project = the run folder's name), mlflow (./mlflow.db, or MLFLOW_TRACKING_URI "
+             "when set); several allowed; none: metrics.jsonl only")
     verbose: bool = option(False, "debug logging")
 
     @property

@@ -47,6 +47,7 @@ from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
 from rhizome.train.data import IGNORE_INDEX, TokenizedData
 from rhizome.train.fused import fuse_lora, linear_cross_entropy
 from rhizome.train.live import Observer, RunRecorder, StopRequests, error_line
+from rhizome.train.report import check_trackers, open_trackers
 from rhizome.train.model import (
     LoraSetup,
     apply_lora,
@@ -164,6 +165,8 @@ class FineTune:
         if not c.per_device_train_batch_size:
             c.per_device_train_batch_size = 8 if self.device.kind == "cuda" else 2
 
+        if dist.main:
+            check_trackers(c.report_to)  # a missing package is named now, not after loading the model
         resume_from = self._prepare_run_dir()
 
         if dist.main:
@@ -475,7 +478,8 @@ class FineTune:
     def train(self) -> dict:
         """Run the remaining steps; returns :meth:`result`. The main process records the run as it goes."""
         if self.dist.main:
-            self.recorder = RunRecorder(self.run_dir, self._run_fields(), resumed_step=self.step,
+            trackers = open_trackers(self.config.report_to, self.run_dir, self.step, to_dict(self.config))
+            self.recorder = RunRecorder(self.run_dir, self._run_fields(), resumed_step=self.step, trackers=trackers,
                                         observers=self.observers)
         try:
             with StopRequests(self.run_dir / STOP_FILE if self.dist.main else None) as stops:

@@ -149,6 +149,13 @@ def test_an_exception_marks_the_run_failed_and_the_rerun_drops_the_lines_past_it
                                                          ("eval", 6)]
     assert [r["loss"] for r in records if r["kind"] == "train"] == [m["loss"] for m in recipe.history["train"]]
     assert _state(out)["status"] == "finished" and _state(out)["error"] is None
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()  # the crashed session's step 3 is hidden (purge_step), the rerun's shown once
+    train = [r for r in records if r["kind"] == "train"]
+    assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in train]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in train], rel=1e-6)
 
 
 def test_an_observer_stop_reason_ends_the_run_after_that_step(tiny_model_dir, data_dir, tmp_path):
@@ -222,3 +229,64 @@ def test_sigterm_stops_train_script_and_the_rerun_matches_an_uninterrupted_run(t
     _same_adapter(_adapter(out / "final"), _adapter(tmp_path / "reference" / "final"))
     steps = [r["step"] for r in _records(out) if r["kind"] == "train"]
     assert steps == list(range(1, 13))
+
+
+def test_tensorboard_event_files_hold_the_losses_of_metrics_jsonl(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, out = reference
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    records = _records(out)
+    for kind in ("train", "eval"):
+        expected = [(r["step"], r["loss"]) for r in records if r["kind"] == kind]
+        got = [(e.step, e.value) for e in events.Scalars(f"{kind}/loss")]
+        assert [s for s, _ in got] == [s for s, _ in expected]
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6)  # stored as float32
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_s", "train/coverage", "eval/perplexity"} <= set(
+        events.Tags()["scalars"])
+
+
+def test_trackio_and_mlflow_get_the_same_scalars_in_their_local_stores(tiny_model_dir, data_dir, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKIO_"))}
+    env.update(PYTHONPATH=str(root), HF_HUB_OFFLINE="1", RHIZOME_NO_PROGRESS="1", TRACKIO_DIR=str(tmp_path / "trackio"))
+    out = tmp_path / "tracked"
+    done = subprocess.run(
+        [sys.executable, str(root / "train_script.py"), "--model", str(tiny_model_dir),
+         "--train-file", str(data_dir / "dataset_train.jsonl"), "--validation-file",
+         str(data_dir / "dataset_validation.jsonl"), "--output-dir", str(out), "--cache-dir",
+         str(data_dir / "tokenized_cache"), "--max-seq-length", "256", "--batch-size", "2", "--grad-accum", "2",
+         "--max-steps", "4", "--eval-steps", "2", "--no-plots", "--threads", "1", "--report-to", "trackio", "mlflow"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = _records(out)
+    train_losses = [round(r["loss"], 5) for r in records if r["kind"] == "train"]
+    assert not (out / "tensorboard").exists()
+
+    read = subprocess.run([sys.executable, "-c", "import json; from trackio.sqlite_storage import SQLiteStorage; "
+                           "print(json.dumps(SQLiteStorage.get_logs('tracked', 'tracked'), default=str))"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    logs = json.loads(read.stdout.strip().splitlines()[-1])
+    assert [round(row["train/loss"], 5) for row in logs if "train/loss" in row] == train_losses
+    assert [row["step"] for row in logs if "eval/loss" in row] == [0, 2, 4]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("rhizome").experiment_id])
+    assert run.info.run_name == "tracked" and run.info.status == "FINISHED"
+    history = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    assert [(m.step, round(m.value, 5)) for m in history] == list(zip([1, 2, 3, 4], train_losses))
+    assert run.data.params["learning_rate"] == str(TrainConfig().learning_rate)
+
+
+def test_a_tracker_whose_package_is_missing_is_named_with_its_pip_command(tiny_model_dir, data_dir, tmp_path,
+                                                                          monkeypatch):
+    from rhizome.errors import UserError
+    from rhizome.train import report
+
+    monkeypatch.setitem(report._PACKAGES, "mlflow", "mlflow_that_is_not_installed")
+    with pytest.raises(UserError, match="pip install mlflow_that_is_not_installed"):
+        FineTune(_config(tiny_model_dir, data_dir, tmp_path / "run", report_to=["tensorboard", "mlflow"])).setup()
+    assert not (tmp_path / "run").exists()  # refused before anything was loaded or written
