@@ -29,7 +29,15 @@
     eval_report.json/.md        evaluate.py's report on this run (its default output folder)
 
 A run whose run.json says "running" but whose heartbeat is older than STALE_SECONDS (or whose pid is gone,
-on the same host) is shown as "dead": it was killed without a chance to say so.
+on the same host) is shown as "dead": it was killed without a chance to say so. A folder without run.json
+(a run from before it existed, or one not started) is "finished" when it has final/, else "new".
+
+Reading (never raising on a damaged file: what cannot be read is None or "unknown")::
+
+    run = Run.load("SmolLM2-135M-Instruct-finetuned")   # status, base model, 4-bit, steps, losses, checkpoints
+    find_runs(".")                                       # every run folder here, newest first
+    newest_adapter(".", base_model)                      # THE rule for which adapter a stage uses when none is named
+    resolve_adapter(path)                                # an adapter or run folder the user named
 """
 
 from __future__ import annotations
