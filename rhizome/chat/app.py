@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -31,9 +33,13 @@ NO_SOURCES = "_No memories used yet._"
 SEARCHING = "_Searching memory…_"
 SOURCES_HEADER = "**Memories used for this reply**\n\n"
 MAX_TOKENS_LIMIT = 2048
-# Spoken replies: text goes to the voice in pieces of at least this many characters, cut after a sentence.
+# Spoken replies: the first piece goes to the voice at the first clause end after MIN_FIRST_CLAUSE_CHARS, so speech
+# starts before the first sentence is written; later pieces wait for a finished sentence and MIN_SPOKEN_CHARS, which
+# the voice reads more naturally than fragments and which are synthesised while the earlier ones play.
+MIN_FIRST_CLAUSE_CHARS = 20
 MIN_SPOKEN_CHARS = 60
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+CLAUSE_END = re.compile(r"[,;:.!?](?=\s)|\n")
 # An absolute (or ~) path in a sentence: not inside a word, a number or a URL ("http://...").
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`()<>\[\]{},;|*]+")
 # Gradio's temporary files (uploads, spoken replies): every hour those older than an hour are deleted, and
@@ -76,32 +82,84 @@ def sources_markdown(hits: Sequence) -> str:
     return SOURCES_HEADER + format_sources(hits) if hits else "_No memory matched this message._"
 
 
-class SpokenReply:
-    """Speaks a reply's finished sentences in the background while the rest is still being written,
-    so the audio is ready soon after the text rather than one whole synthesis later."""
+@dataclass
+class TurnTiming:
+    """One reply's latency as the page measured it, in seconds from the end of the user's speech (a spoken question:
+    when the recording reached the page, so speech to text is included) or from sending a typed message."""
 
-    def __init__(self, tts, voice: str = ""):
+    speech_to_text_s: float | None = None
+    first_token_s: float | None = None
+    first_audio_s: float | None = None  # the first clause synthesised: its first sample can play
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    decode_tokens_per_s: float = 0.0
+
+    def line(self) -> str:
+        parts = [f"prompt {self.prompt_tokens} tokens ({self.reused_tokens} reused)"]
+        if self.first_token_s is not None:
+            parts.append(f"first token {self.first_token_s:.2f} s")
+        parts.append(f"{self.decode_tokens_per_s:.0f} tokens/s")
+        if self.first_audio_s is not None:
+            spoken = "voice to voice" if self.speech_to_text_s is not None else "first audio"
+            parts.append(f"{spoken} {self.first_audio_s:.2f} s")
+        if self.speech_to_text_s is not None:
+            parts.append(f"speech to text {self.speech_to_text_s:.2f} s")
+        return "Last reply: " + ", ".join(parts)
+
+
+class SpokenReply:
+    """Speaks a reply in the background while the rest is still being written: the first clause as soon as it is
+    complete, then finished sentences, each synthesised while the ones before it play."""
+
+    def __init__(self, tts, voice: str = "", started: float | None = None):
         self.tts = tts
         self.voice = voice or None
         self.handed_over = 0  # characters of the reply already given to the voice
         self.clips: list[Future] = []
+        self.delivered = 0  # clips already handed to the page
+        self.started = time.perf_counter() if started is None else started
+        self.first_audio_s: float | None = None  # from ``started`` to the first clip synthesised
+        self.failed = False
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-tts")
 
+    def _speak(self, text: str) -> tuple[int, np.ndarray]:
+        rate, samples = self.tts.speak(text, self.voice)
+        if self.first_audio_s is None and len(samples):
+            self.first_audio_s = time.perf_counter() - self.started
+        return rate, samples
+
     def feed(self, reply: str) -> None:
-        end = speakable_end(reply, self.handed_over)
-        if end - self.handed_over >= MIN_SPOKEN_CHARS:
-            self.clips.append(self.pool.submit(self.tts.speak, reply[self.handed_over:end], self.voice))
+        first = not self.clips
+        end = speakable_end(reply, self.handed_over, CLAUSE_END if first else SENTENCE_END)
+        if end - self.handed_over >= (MIN_FIRST_CLAUSE_CHARS if first else MIN_SPOKEN_CHARS):
+            self.clips.append(self.pool.submit(self._speak, reply[self.handed_over:end]))
             self.handed_over = end
 
+    def ready(self) -> tuple[int, np.ndarray] | None:
+        """The clips synthesised since the last call, in order, as (sample rate, int16 samples) to play next; None
+        when there are none yet."""
+        done = []
+        while self.delivered < len(self.clips) and self.clips[self.delivered].done():
+            done.append(self.clips[self.delivered])
+            self.delivered += 1
+        return self._chunk(done)
+
     def finish(self, reply: str) -> tuple[int, np.ndarray] | None:
-        """The whole reply as (sample rate, int16 samples); None (with a warning) when speaking failed."""
+        """The rest of the reply after what :meth:`ready` gave; None (with a warning) when speaking failed."""
         rest = reply[self.handed_over:]
         if rest.strip():
-            self.clips.append(self.pool.submit(self.tts.speak, rest, self.voice))
+            self.clips.append(self.pool.submit(self._speak, rest))
             self.handed_over = len(reply)
+        remaining, self.delivered = self.clips[self.delivered:], len(self.clips)
+        return self._chunk(remaining)
+
+    def _chunk(self, futures: list[Future]) -> tuple[int, np.ndarray] | None:
+        if self.failed or not futures:
+            return None
         try:
-            clips = [clip.result() for clip in self.clips]
+            clips = [future.result() for future in futures]
         except Exception as exc:  # a voice engine failure must not lose the text reply
+            self.failed = True
             log.warning("text to speech failed: %s", exc)
             gr.Warning(hide_paths(f"Could not speak the reply: {exc}"))
             return None
@@ -109,19 +167,23 @@ class SpokenReply:
         if not clips:
             return None
         rate = clips[0][0]
-        return rate, join_with_pauses([samples for _, samples in clips], rate)
+        samples = join_with_pauses([samples for _, samples in clips], rate)
+        if self.delivered > len(futures):  # not the reply's first words: the pause between two clips comes first
+            samples = join_with_pauses([np.zeros(0, dtype=np.int16), samples], rate)
+        return rate, samples
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def speakable_end(text: str, start: int) -> int:
-    """Where the last finished sentence after ``start`` ends (``start`` if none), outside code blocks.
+def speakable_end(text: str, start: int, ends: re.Pattern = SENTENCE_END) -> int:
+    """Where the last finished sentence (or clause, with ``CLAUSE_END``) after ``start`` ends (``start`` if none),
+    outside code blocks.
 
     A sentence counts as finished once whitespace follows its . ! ? (so the "3." of "3.5" is no end)
     or at a line break; text inside an unclosed ``` block waits until the block closes."""
     end = start
-    for match in SENTENCE_END.finditer(text, start):
+    for match in ends.finditer(text, start):
         if text.count("```", 0, match.end()) % 2 == 0:
             end = match.end()
     return end
@@ -140,6 +202,8 @@ class ChatPage:
         self.voice = voice if tts is not None and voice in tts.voices else getattr(tts, "default_voice", "")
         self.speak = bool(speak and tts is not None)
         self._stops: dict[str, threading.Event] = {}
+        self._heard: dict[str, tuple[float, float]] = {}  # per tab: (recording received, speech-to-text seconds)
+        self.last_timing: TurnTiming | None = None  # the latest reply's, as its status line shows it
         self._lock = threading.Lock()
 
     @staticmethod
@@ -161,35 +225,51 @@ class ChatPage:
         return "", history + [{"role": "user", "content": text}]
 
     def reply(self, history: list[dict] | None, temperature: float, max_new_tokens: float, speak: bool = False,
-              voice: str = "", request: gr.Request | None = None) -> Iterator[tuple[list[dict], str, Any]]:
-        """Stream the answer to the last user message: (chat, sources panel, spoken reply) as it grows."""
+              voice: str = "", request: gr.Request | None = None
+              ) -> Iterator[tuple[list[dict], str, Any, Any]]:
+        """Stream the answer to the last user message: (chat, sources panel, next piece of the spoken reply, status
+        line) as it grows; the status line ends with the reply's timing."""
         messages = plain_history(history)
         if not messages or messages[-1]["role"] != "user":
-            yield list(history or []), gr.skip(), gr.skip()
+            yield list(history or []), gr.skip(), gr.skip(), gr.skip()
             return
+        with self._lock:
+            heard = self._heard.pop(self._tab(request), None)
+        started = heard[0] if heard else time.perf_counter()
+        timing = TurnTiming(speech_to_text_s=heard[1] if heard else None)
         stop = self._new_stop_event(request)
         earlier, question = messages[:-1], messages[-1]["content"]
         chat = list(history) + [{"role": "assistant", "content": ""}]
         reply, shown_sources = "", None
-        voice_out = SpokenReply(self.tts, voice or self.voice) if speak and self.tts is not None else None
+        voice_out = SpokenReply(self.tts, voice or self.voice, started) if speak and self.tts is not None else None
         try:
-            yield list(chat), SEARCHING, None
+            yield list(chat), SEARCHING, None, gr.skip()
             for reply, hits in self.session.respond(question, earlier, stop_event=stop,
                                                     temperature=float(temperature),
                                                     max_new_tokens=int(max_new_tokens)):
                 chat[-1] = {"role": "assistant", "content": reply}
+                if reply and timing.first_token_s is None:
+                    timing.first_token_s = time.perf_counter() - started
+                audio = None
                 if voice_out is not None:
                     voice_out.feed(reply)
+                    audio = voice_out.ready()
                 if shown_sources is None:
                     shown_sources = sources_markdown(hits)
-                    yield list(chat), shown_sources, None
+                    yield list(chat), shown_sources, audio, gr.skip()
                 else:
-                    yield list(chat), gr.skip(), None
+                    yield list(chat), gr.skip(), audio, gr.skip()
             if not reply.strip():
                 chat[-1] = {"role": "assistant",
                             "content": "_(stopped before any text)_" if stop.is_set() else "_(no reply text)_"}
             audio = voice_out.finish(reply) if voice_out is not None and not stop.is_set() else None
-            yield chat, shown_sources or sources_markdown([]), audio
+            stats = self.session.model.last_stats
+            timing.prompt_tokens, timing.reused_tokens = stats.prompt_tokens, stats.reused_tokens
+            timing.decode_tokens_per_s = stats.decode_tokens_per_s
+            timing.first_audio_s = voice_out.first_audio_s if voice_out is not None else None
+            self.last_timing = timing
+            status = " · ".join(self.status + [timing.line()])
+            yield chat, shown_sources or sources_markdown([]), audio, status
         finally:
             if voice_out is not None:
                 voice_out.close()
@@ -203,8 +283,10 @@ class ChatPage:
         if event is not None:
             event.set()
 
-    def transcribe(self, audio: str | tuple | None) -> tuple[str, None]:
-        """Speech to text into the message box (and the recorder cleared for the next take)."""
+    def transcribe(self, audio: str | tuple | None, request: gr.Request | None = None) -> tuple[str, None]:
+        """Speech to text into the message box (and the recorder cleared for the next take). The recording's
+        arrival is where the reply's voice-to-voice time starts."""
+        heard = time.perf_counter()
         if audio is None:
             raise gr.Error("No audio received.")
         if self.stt is None:
@@ -216,6 +298,8 @@ class ChatPage:
             raise gr.Error(hide_paths(f"Could not transcribe the recording: {exc}")) from exc
         if not text:
             raise gr.Error("No speech was recognised in the recording.")
+        with self._lock:
+            self._heard[self._tab(request)] = (heard, time.perf_counter() - heard)
         return text, None
 
     def clear(self, request: gr.Request | None = None) -> tuple[list, str, None]:
@@ -236,7 +320,7 @@ def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 25
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=CACHE_SWEEP_SECONDS) as app:
         gr.Markdown(f"## {title}")
         gr.Markdown("\n".join(f"- {line}" for line in page.notices), elem_id="notice", visible=bool(page.notices))
-        gr.Markdown(" · ".join(page.status), elem_id="status", visible=bool(page.status))
+        status = gr.Markdown(" · ".join(page.status), elem_id="status", visible=bool(page.status))
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(elem_id="chatbot", label="Conversation", height=480, buttons=["copy"],
@@ -252,8 +336,9 @@ def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 25
                 clear = gr.Button("Clear conversation", elem_id="clear", size="sm")
             with gr.Column(scale=2):
                 sources = gr.Markdown(NO_SOURCES, elem_id="sources", container=True)
+                # Streaming: each piece of the reply plays as soon as it is synthesised, not the whole at the end.
                 spoken = gr.Audio(label="Spoken reply", elem_id="spoken-reply", autoplay=True, interactive=False,
-                                  visible=page.tts is not None)
+                                  streaming=True, visible=page.tts is not None)
                 with gr.Accordion("Settings", open=True):
                     speak = gr.Checkbox(page.speak, label="Speak replies", elem_id="speak",
                                         visible=page.tts is not None)
@@ -265,7 +350,7 @@ def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 25
                                        elem_id="max-tokens")
 
         reply_inputs = [chatbot, temp, tokens, speak, voice]
-        reply_outputs = [chatbot, sources, spoken]
+        reply_outputs = [chatbot, sources, spoken, status]
         for trigger in (message.submit, send.click):
             trigger(page.add_user_message, [message, chatbot], [message, chatbot], queue=False,
                     api_visibility="private").then(page.reply, reply_inputs, reply_outputs, api_visibility="private")

