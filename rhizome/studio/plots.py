@@ -1,0 +1,61 @@
+"""The Watch and Compare curves as long-format tables (x, y, series) that ``gr.LinePlot`` draws.
+
+The raw training loss of a small batch is noisy, so each loss curve also has a smoothed one: an exponential
+moving average, debiased at the start as TensorBoard's smoothing slider does, so the first points are not
+pulled towards zero.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+SMOOTHING = 0.6
+COLUMNS = ["step", "value", "series"]
+
+
+def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Debiased exponential moving average of ``values`` (TensorBoard's scalar smoothing)."""
+    out, average = [], 0.0
+    for n, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** n))
+    return out
+
+
+def _points(records: Iterable[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
+    pairs = [(r["step"], float(r[key])) for r in records
+             if r.get("kind") == kind and isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), int)]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def _frame(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def loss_frame(records: Sequence[dict], prefix: str = "") -> pd.DataFrame:
+    """Training and validation loss, raw and smoothed; ``prefix`` (a run's name) keeps runs apart in Compare."""
+    rows = []
+    for kind, name in (("train", "loss"), ("eval", "validation loss")):
+        steps, values = _points(records, kind, "loss")
+        rows += [(s, v, f"{prefix}{name}") for s, v in zip(steps, values)]
+        rows += [(s, v, f"{prefix}{name} (smoothed)") for s, v in zip(steps, smoothed(values))]
+    return _frame(rows)
+
+
+def scalar_frame(records: Sequence[dict], key: str, name: str) -> pd.DataFrame:
+    """One training scalar (learning rate, tokens/s, theme coverage) against the step."""
+    steps, values = _points(records, "train", key)
+    return _frame([(s, v, name) for s, v in zip(steps, values)])
+
+
+def compare_frame(runs_records: dict[str, Sequence[dict]]) -> pd.DataFrame:
+    """The smoothed training loss and the validation loss of several runs, one colour per run and curve."""
+    rows = []
+    for run_name, records in runs_records.items():
+        steps, values = _points(records, "train", "loss")
+        rows += [(s, v, f"{run_name}: loss (smoothed)") for s, v in zip(steps, smoothed(values))]
+        steps, values = _points(records, "eval", "loss")
+        rows += [(s, v, f"{run_name}: validation loss") for s, v in zip(steps, values)]
+    return _frame(rows)
