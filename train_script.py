@@ -15,13 +15,11 @@ import os
 import sys
 
 from rhizome.config import parse_args
-from rhizome.errors import UserError, run_main
+from rhizome.errors import run_main
 from rhizome.log import setup_logging
 from rhizome.runs import LOG_FILE
 from rhizome.train.config import TrainConfig
-from rhizome.train.data import DatasetFileError
 from rhizome.train.loop import run
-from rhizome.train.model import ModelNotFoundError
 
 
 def main(argv=None) -> int:
@@ -29,10 +27,7 @@ def main(argv=None) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes train.log
     config.run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(config.verbose, log_file=config.run_dir / LOG_FILE if main_process else None)
-    try:
-        recipe, result = run(config)
-    except (ModelNotFoundError, DatasetFileError) as exc:  # not yet UserErrors (rhizome.errors)
-        raise UserError(str(exc)) from exc
+    recipe, result = run(config)
     if recipe.dist.main:
         print("\n".join(recipe.summary_lines))
         if result["stop_reason"]:
