@@ -201,3 +201,29 @@ def test_same_model_compares_ids_folders_and_gguf_files():
     assert same_model(SMOL, "/home/me/.cache/models/SmolLM2-135M-Instruct/")
     assert same_model("smollm2-135m-instruct.gguf", SMOL)
     assert not same_model(SMOL, QWEN)
+
+
+@pytest.mark.slow
+def test_a_real_training_run_reads_back_through_the_contract(tiny_model_dir, tmp_path):
+    """The trainer's files (rhizome.train) and this reader agree: a finished run is found, chosen and described."""
+    from pathlib import Path
+
+    from rhizome.train.config import TrainConfig
+    from rhizome.train.loop import FineTune
+
+    fixtures = Path(__file__).parent / "train" / "fixtures"
+    run_dir = tmp_path / "tiny-run"
+    recipe = FineTune(TrainConfig(
+        model=str(tiny_model_dir), train_file=str(fixtures / "dataset_train.jsonl"),
+        validation_file=str(fixtures / "dataset_validation.jsonl"), output_dir=str(run_dir),
+        cache_dir=str(tmp_path / "cache"), max_seq_length=128, per_device_train_batch_size=2, max_steps=2,
+        save_steps=1, eval_steps=2, threads=1, plots=False))
+    recipe.setup()
+    recipe.train()
+    run = Run.load(run_dir)
+    assert (run.status, run.quantization, run.step, run.total_steps) == ("finished", "none", 2, 2)
+    assert run.base_model == str(tiny_model_dir) and run.best_loss is not None and run.error is None
+    assert [m["step"] for m in run.metrics() if m["kind"] == "train"] == [1, 2]
+    assert run.final == run_dir / "final" and [p.name for p in run.checkpoints][-1] == "checkpoint-2"
+    assert newest_adapter(tmp_path, str(tiny_model_dir))[0] == run_dir / "final"
+    assert resolve_adapter(str(run_dir))[0] == run_dir / "final"
