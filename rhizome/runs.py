@@ -68,6 +68,7 @@ QUANTIZATIONS = ("nf4", "none")
 FINAL_DIR = "final"
 BEST_DIR = "best"
 EVAL_REPORT_FILE = "eval_report.json"
+HISTORY_FILE = "training_metrics.json"  # the trainer's loss history, the only record of runs from before run.json
 ADAPTER_CONFIG_FILE = "adapter_config.json"  # PEFT's name, the mark of a folder holding LoRA weights
 
 
@@ -128,6 +129,26 @@ def _status(state: dict, heartbeat: dict, updated: float | None, has_final: bool
     return "dead" if _process_gone(pid, host) else "running"
 
 
+def _history(path: Path) -> dict:
+    """The train and eval records (empty lists when unreadable) and the best of the run's training_metrics.json."""
+    history = _read_json(path / HISTORY_FILE) or {}
+    records = {}
+    for kind in ("train", "eval"):
+        found = history.get(kind)
+        records[kind] = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+    records["best"] = history.get("best")
+    return records
+
+
+def _progress_from_history(history: dict, finished: bool) -> dict:
+    """run.json's progress fields as the history of a run from before run.json tells them."""
+    train, evals = history["train"], history["eval"]
+    step = train[-1].get("step") if train else None
+    return {"step": step, "total_steps": step if finished else None, "best": history["best"],
+            "last_eval_loss": evals[-1].get("loss") if evals else None,
+            "tokens_per_s": train[-1].get("tokens_per_s") if train else None}
+
+
 def _quantization(state: dict, config: dict) -> str:
     # Only structured settings count: an "auto" run's resolved choice is known from run.json alone.
     for value in (state.get("quantization"), config.get("quantization")):
@@ -161,15 +182,16 @@ class Run:
     def load(cls, path: str | os.PathLike) -> Run:
         """Read the run in ``path``; a damaged or missing file leaves its fields None / "unknown", never raises."""
         path = Path(path)
-        state = _read_json(path / RUN_STATE_FILE) or {}
+        state = _read_json(path / RUN_STATE_FILE)
         config = _read_json(path / CONFIG_FILE) or {}
         heartbeat = _read_json(path / HEARTBEAT_FILE) or {}
         final = _adapter_dir(path / FINAL_DIR)
-        if state:
+        if state is not None:
             signs = [_number(heartbeat.get("updated")), _number(state.get("updated"))]
-        else:  # a run from before run.json: its files' times are the only sign of life
+        else:  # a run from before run.json (or with it unreadable): its files' times are the only sign of life
             signs = [_mtime(path / name) for name in (CONFIG_FILE, LOG_FILE)]
             signs.append(_mtime(final / ADAPTER_CONFIG_FILE) if final else None)
+            state = _progress_from_history(_history(path), finished=final is not None)
         updated = max((s for s in signs if s is not None), default=None)
         best = state.get("best") if isinstance(state.get("best"), dict) else {}
         adapter_config = (_read_json(final / ADAPTER_CONFIG_FILE) if final else None) or {}
@@ -201,10 +223,16 @@ class Run:
         return _adapter_dir(self.path / BEST_DIR)
 
     def metrics(self) -> list[dict]:
-        """The records of metrics.jsonl; a line being written (or damaged) is left out."""
+        """The records of metrics.jsonl; a line being written (or damaged) is left out. A run from before
+        metrics.jsonl gives its training_metrics.json history in the same form."""
         try:
             with open(self.path / METRICS_FILE, encoding="utf-8", errors="replace") as handle:
                 lines = handle.readlines()
+        except FileNotFoundError:
+            history = _history(self.path)
+            records = [{"kind": kind, **record} for kind in ("train", "eval") for record in history[kind]]
+            # An evaluation follows the optimizer step of the same number, as in metrics.jsonl.
+            return sorted(records, key=lambda record: (_number(record.get("step")) or 0, record["kind"] == "eval"))
         except OSError:
             return []
         records = []

@@ -87,6 +87,17 @@ def test_runs_before_run_json_use_the_explicit_setting_only(tmp_path):
     assert Run.load(make_run(tmp_path, "not-started")).status == "new"
 
 
+def test_runs_before_run_json_report_progress_from_their_history(tmp_path):
+    old = make_run(tmp_path, "demo", final_mtime=1)
+    (old / "training_metrics.json").write_text(json.dumps({
+        "train": [{"step": 1, "loss": 3.9, "tokens_per_s": 10.0}, {"step": 2, "loss": 3.5, "tokens_per_s": 12.5}],
+        "eval": [{"step": 0, "loss": 3.8}, {"step": 2, "loss": 3.6}], "best": {"step": 2, "loss": 3.6}}))
+    run = Run.load(old)
+    assert (run.status, run.step, run.total_steps, run.best_step, run.best_loss) == ("finished", 2, 2, 2, 3.6)
+    assert (run.last_eval_loss, run.tokens_per_s) == (3.6, 12.5)
+    assert [(m["kind"], m["step"]) for m in run.metrics()] == [("eval", 0), ("train", 1), ("train", 2), ("eval", 2)]
+
+
 def test_a_running_run_with_a_stale_heartbeat_is_dead(tmp_path):
     stale = time.time() - STALE_SECONDS - 30
     run = make_run(tmp_path, "killed", state=running_state(os.getpid(), stale))
