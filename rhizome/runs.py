@@ -24,6 +24,8 @@
     STOP                        written by anyone (the studio page, a user): the trainer finishes its step,
                                 checkpoints and exits 0 with status "stopped"; removed when honoured
     train.log                   the log
+    training_metrics.json       the loss history at the end (also in final/ and each checkpoint); what runs from
+                                before run.json and metrics.jsonl are read from
     checkpoint-<step>/          complete checkpoints (rhizome.train.checkpoint)
     best/, final/               adapters: best validation loss so far; the run's result
     eval_report.json/.md        evaluate.py's report on this run (its default output folder)
