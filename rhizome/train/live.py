@@ -138,9 +138,11 @@ class RunRecorder:
     def close(self, status: str, *, stop_reason: str | None = None, error: str | None = None) -> None:
         self.heartbeat.close()
         self.metrics.close()
-        for tracker in self.trackers:
-            tracker.close()
-        self.write_state(status=status, stop_reason=stop_reason, error=error, ended=time.time())
+        try:
+            for tracker in self.trackers:
+                tracker.close()
+        finally:  # a tracker failing to flush must not leave the run "running"
+            self.write_state(status=status, stop_reason=stop_reason, error=error, ended=time.time())
 
 
 class StopRequests:
