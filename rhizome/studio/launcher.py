@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class Job:
     argv: list[str]
     process: subprocess.Popen | None = None
     returncode: int | None = None
+    started: float | None = None   # unix seconds
     output: deque = field(default_factory=lambda: deque(maxlen=OUTPUT_LINES))
 
     @property
@@ -87,9 +89,11 @@ class Launcher:
             return len(self.queue) < before
 
     def terminate(self, run_name: str) -> bool:
-        """End the run's running evaluation or export (training stops through its STOP file instead)."""
+        """SIGTERM to the run's running job: an evaluation or export ends; a training finishes its step and
+        checkpoints (a training that already writes its run folder is better stopped through its STOP file,
+        which also reaches one started elsewhere)."""
         job = self.active
-        if job is None or job.run_name != run_name or job.kind == "train" or job.process is None:
+        if job is None or job.run_name != run_name or job.process is None or job.returncode is not None:
             return False
         job.process.terminate()
         return True
@@ -117,6 +121,7 @@ class Launcher:
 
     def _start(self, job: Job) -> None:
         log.info("studio: starting %s of %s: %s", job.kind, job.run_name, " ".join(job.argv))
+        job.started = time.time()
         env = {**os.environ, "RHIZOME_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
         try:
             job.process = subprocess.Popen(job.argv, cwd=self.root, env=env, stdout=subprocess.PIPE,

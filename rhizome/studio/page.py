@@ -95,13 +95,17 @@ class StudioPage:
         on_disk = [run.name for run in self.runs()]
         return on_disk + [job.run_name for job in self.launcher.jobs() if job.run_name not in on_disk]
 
-    def _shown_status(self, name: str, disk_status: str | None) -> str:
+    def _shown_status(self, name: str, run: runs.Run | None) -> str:
         job = self.launcher.job_for(name)
         if job is not None and job.state == "queued":
             return f"queued ({job.kind})"
-        if job is not None and job.state == "running" and disk_status != "running":
-            return "starting" if job.kind == "train" else f"{disk_status} ({job.kind} running)"
-        return disk_status or "?"
+        if job is not None and job.state == "running":
+            if job.kind != "train":
+                return f"{run.status if run else '?'} ({job.kind} running)"
+            # Until the new process writes run.json, the folder still tells the previous attempt's end.
+            if run is None or run.updated is None or run.updated < job.started:
+                return "starting"
+        return run.status if run else "?"
 
     # -- Runs ------------------------------------------------------------------------------------------------------
 
@@ -110,7 +114,7 @@ class StudioPage:
         for run in self.runs():
             steps = f"{run.step} / {run.total_steps}" if run.total_steps else (str(run.step) if run.step else "")
             quantized = " (4-bit)" if run.quantization == "nf4" else ""
-            rows.append([run.name, self._shown_status(run.name, run.status), _model_name(run.base_model) + quantized,
+            rows.append([run.name, self._shown_status(run.name, run), _model_name(run.base_model) + quantized,
                          hide_paths(run.train_file or ""), steps, _loss(run.best_loss),
                          f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "", _ago(run.updated)])
         on_disk = {row[0] for row in rows}
@@ -161,13 +165,15 @@ class StudioPage:
     def stop(self, name: str) -> str:
         if self.launcher.cancel(name):
             return f"{name}: taken off the queue."
+        job = self.launcher.job_for(name)
+        run = self.run(name) if job is None else next((r for r in self.runs() if r.name == name), None)
+        if run is not None and run.status == "running" and self._shown_status(name, run) == "running":
+            runs.request_stop(run.path)
+            return f"{name}: stop requested; it stops after its current step, with a checkpoint."
+        # A job still starting (its STOP file would be taken for a leftover) or not a training: a signal.
         if self.launcher.terminate(name):
-            return f"{name}: the {self.launcher.job_for(name).kind} is being stopped."
-        run = self.run(name)
-        if run.status != "running" and self._shown_status(name, run.status) != "starting":
-            raise UserError(f"{name} is not running (status {run.status})")
-        runs.request_stop(run.path)
-        return f"{name}: stop requested; it stops after its current step, with a checkpoint."
+            return f"{name}: stopping the {job.kind}."
+        raise UserError(f"{name} is not running (status {run.status if run else '?'})")
 
     def resume_command(self, run: runs.Run) -> list[str]:
         """The run's own command line again (as run.json recorded it), without --fresh, into the same folder."""
@@ -238,10 +244,10 @@ class StudioPage:
 
     def _summary(self, run: runs.Run, records: Sequence[dict]) -> str:
         last = next((r for r in reversed(records) if r.get("kind") == "train"), {})
-        status = self._shown_status(run.name, run.status)
+        status = self._shown_status(run.name, run)
         parts = [f"**{run.name}**", f"status **{status}**"]
-        if run.total_steps:
-            parts.append(f"step {run.step} / {run.total_steps}")
+        if run.total_steps:  # run.json is rewritten at checkpoints, metrics.jsonl at every logged step
+            parts.append(f"step {max(run.step, last.get('step') or 0)} / {run.total_steps}")
         if status == "running" and last.get("eta_s") is not None:
             parts.append(f"ETA {_duration(last['eta_s'])}")
         if run.tokens_per_s or last.get("tokens_per_s"):

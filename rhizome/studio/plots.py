@@ -31,7 +31,8 @@ def _points(records: Iterable[dict], kind: str, key: str) -> tuple[list[int], li
 
 
 def _frame(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS)
+    # Typed even when empty: the plot fixes its axes' kinds (numeric or categories) from the first table it gets.
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": "int64", "value": "float64", "series": "str"})
 
 
 def loss_frame(records: Sequence[dict], prefix: str = "") -> pd.DataFrame:
