@@ -4,7 +4,7 @@ Resuming and sharing come from the storage, not from us:
 
 * a running trial writes a heartbeat every ``--heartbeat-seconds``; a trial silent for twice as long (its
   process was killed, even by ``kill -9``) is marked FAIL by the next process that looks, and
-  ``RetryFailedTrialCallback`` queues its settings again, so rerunning the same command ends with as many
+  ``RetryHeartbeatStaleTrialCallback`` queues its settings again, so rerunning the same command ends with as many
   finished trials as asked;
 * trials are taken from the database in transactions, so two processes (two terminals, or two machines on
   one shared database) on one study never run the same trial: each runs its own trial numbers.
@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from rhizome.config import save_config, to_dict
@@ -69,10 +69,12 @@ def _settings(tune: TuneConfig, train: TrainConfig, space: Space) -> dict:
 def open_study(tune: TuneConfig, train: TrainConfig, space: Space) -> optuna.Study:
     """Create the study, or load it after checking it was made with the same settings."""
     tune.dir.mkdir(parents=True, exist_ok=True)
-    storage = RDBStorage(
-        storage_url(tune), engine_kwargs={"connect_args": {"timeout": 60}},  # SQLite: wait for the other writer
-        heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental" since 2.8
+        storage = RDBStorage(
+            storage_url(tune), engine_kwargs={"connect_args": {"timeout": 60}},  # SQLite: wait for the other writer
+            heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     expected = _settings(tune, train, space)
     # Two processes starting a new study at once would both queue the defaults trial: one creates, under a lock.
     with open(tune.dir / LOCK_FILE, "a") as lock:
