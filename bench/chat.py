@@ -16,10 +16,20 @@
    default budget >= 1.0x llama.cpp's. Then greedy agreement of CTranslate2 int8 with PyTorch fp32: first 32
    tokens on 20 prompts (goal >= 90% of tokens before the first difference).
 4. Speech: real-time factors (processing seconds / audio seconds) of Kokoro TTS and Whisper tiny.en STT.
+5. Turns (prefix reuse): conversations of TURNS questions each through the chat's own session at the default memory
+   budget, greedy, on PyTorch fp32 and CTranslate2 int8: per turn position the prompt tokens, the tokens reused from
+   the earlier turns (deterministic) and the time to first token; goal: turn 2+ <= 0.5x turn 1. CTranslate2 computes
+   the next prefix in the background after each reply (while a user would read it): waited for, as a user would.
+6. Threads: CTranslate2 int8 decode tokens/s alone and while Kokoro synthesises in another thread, with ONNX Runtime's
+   default session (worker threads spin) and the chat's (rhizome.chat.tts.kokoro_session: they sleep).
+7. Voice to voice through the page's own code (ChatPage.transcribe then ChatPage.reply with speech on, default
+   settings, the demo memory): from the recording reaching the page to the first clause synthesised, per turn of
+   a conversation of spoken questions about 5 s long (spoken by Kokoro). Goal: median <= 1.5 s.
 
     python bench/chat.py [--sizes 1000 10000 100000] [--queries 200] [--prompts 6] [--threads N]
-                         [--engine-reps 5] [--skip-retrieval] [--skip-llm] [--skip-engines] [--skip-fidelity]
-                         [--skip-speech]
+                         [--engine-reps 5] [--conversations 3] [--skip-retrieval] [--skip-llm] [--skip-engines]
+                         [--skip-fidelity] [--skip-speech] [--skip-turns] [--skip-threads] [--skip-voice]
+    python bench/chat.py --only turns threads voice     # the latency of a conversation, about 5 minutes
 """
 
 from __future__ import annotations
@@ -65,6 +75,15 @@ AGREEMENT_PROMPTS = PROMPTS + [
     "Why does my bike brake squeal in the rain?", "How long do oyster mushrooms take to fruit?",
     "Write a haiku about honey.", "What is the difference between a nucleus colony and a package of bees?",
     "How should I store harvested honey?", "What does a derailleur hanger do?",
+]
+# Conversations for the turn and voice benchmarks: follow-up questions on one topic, as people ask them.
+CONVERSATIONS = [
+    ["What should I check on the first spring inspection of my hive?", "How do I know the queen is laying?",
+     "And what if I find no eggs at all?", "When should I add a second box?"],
+    ["Why does my bike chain skip on the big cog?", "How do I measure chain wear?",
+     "Should I replace the cassette too?", "How often should I clean the chain?"],
+    ["How warm should the fruiting room be for oyster mushrooms?", "What substrate works best at home?",
+     "How long until the first flush?", "Why are my mushrooms growing long thin stems?"],
 ]
 SPEECH_TEXT = ("The first spring inspection should be short. Check for eggs and a laying queen, look at the "
                "stores, and close the hive again before the brood gets cold.")
@@ -151,7 +170,8 @@ def bench_generation(memory_dir: str, n_prompts: int, max_new_tokens: int, budge
     for budget in budgets:
         variants[f"retrieval, {budget} tok"] = ChatConfig(memory_dir=memory_dir, remember=False,
                                                           context_tokens=budget)
-    sessions = {name: ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens))
+    sessions = {name: ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens),
+                                  prepare_next_turn=False)  # one question each: no next turn to prepare
                 for name, config in variants.items()}
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_prompts)]
     for session in sessions.values():  # warm-up: the first generate and the embedder's first call are slow
@@ -372,6 +392,146 @@ def bench_speech() -> None:
     print(f"  heard: {heard}")
 
 
+def bench_turns(memory_dir: str, conversations: int, max_new_tokens: int) -> None:
+    """Prefill tokens and time to first token per turn position of a conversation, both engines."""
+    from rhizome.chat.engine_ct2 import CT2ChatModel
+    from rhizome.chat.llm import ChatModel
+    from rhizome.chat.session import ChatSession
+
+    base = ChatConfig().base_model
+    config = ChatConfig(memory_dir=memory_dir, remember=False, temperature=0.0, max_new_tokens=max_new_tokens)
+    engines = {"PyTorch fp32": ChatModel.load(base, None, device="cpu"), "CTranslate2 int8": CT2ChatModel.load(base)}
+    chats = [CONVERSATIONS[i % len(CONVERSATIONS)] for i in range(conversations)]
+    rows = {name: [[] for _ in chats[0]] for name in engines}  # per engine, per turn: (ttft, prompt, reused)
+    for name, model in engines.items():
+        session = ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens))
+        first_token_run(session, "Warm up.", 4)
+        model.wait_prepared()
+        for questions in chats:
+            history: list[dict] = []
+            for turn, question in enumerate(questions):
+                start, first = time.perf_counter(), None
+                for reply, _ in session.respond(question, history):
+                    if reply and first is None:
+                        first = time.perf_counter() - start
+                stats = model.last_stats
+                rows[name][turn].append((first or float("nan"), stats.prompt_tokens, stats.reused_tokens))
+                history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+                model.wait_prepared()  # the user reads the reply before asking again
+    print(f"\nTurns: {len(chats)} conversations of {len(chats[0])} questions, default settings "
+          f"({config.context_tokens}-token memory budget), greedy, {max_new_tokens} new tokens, memory {memory_dir}; "
+          f"medians; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'engine':<18} {'turn':>4} {'prompt tok':>10} {'reused':>7} {'prefilled':>9} {'TTFT ms':>8} "
+          f"{'vs turn 1':>9}  goal turn 2+ <= 0.50x")
+    for name in engines:
+        first_ttft = statistics.median(r[0] for r in rows[name][0])
+        for turn, got in enumerate(rows[name], 1):
+            ttft = statistics.median(r[0] for r in got)
+            prompt, reused = statistics.mean(r[1] for r in got), statistics.mean(r[2] for r in got)
+            print(f"{name:<18} {turn:>4} {prompt:>10.0f} {reused:>7.0f} {prompt - reused:>9.0f} {ttft * 1e3:>8.0f} "
+                  f"{ttft / first_ttft:>8.2f}x")
+
+
+def bench_threads(seconds: float = 6.0) -> None:
+    """Decode speed of the chat's default engine alone and beside Kokoro, with spinning and with sleeping workers."""
+    import threading
+
+    from kokoro_onnx import Kokoro
+    from kokoro_onnx.session import create_session
+
+    from rhizome.chat.engine_ct2 import CT2ChatModel
+    from rhizome.chat.tts import kokoro_session, load_tts, shipped_kokoro_model
+
+    model = CT2ChatModel.load(ChatConfig().base_model)
+    messages = [{"role": "user", "content": PROMPTS[0]}]
+    speaker = load_tts("kokoro")
+    shipped = speaker.kokoro
+
+    def decode_rate() -> float:
+        rates, until = [], time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            for _ in model.stream(messages, max_new_tokens=64, temperature=0, repetition_penalty=1.0):
+                pass
+            rates.append(model.last_stats.decode_tokens_per_s)
+        return statistics.median(rates)
+
+    def beside_speech(session) -> tuple[float, float]:
+        speaker.kokoro = Kokoro.from_session(session, shipped.config.voices_path)
+        speaker.speak("Warm up.")
+        done, clips = threading.Event(), [0]
+
+        def speak() -> None:
+            while not done.is_set():
+                speaker.speak(SPEECH_TEXT)
+                clips[0] += 1
+
+        thread = threading.Thread(target=speak, daemon=True)
+        thread.start()
+        try:
+            rate = decode_rate()
+        finally:
+            done.set()
+            thread.join()
+        return rate, clips[0] / seconds
+
+    decode_rate()  # warm-up
+    alone = decode_rate()
+    model_path = str(shipped_kokoro_model())
+    try:
+        spinning = beside_speech(create_session(model_path))
+        sleeping = beside_speech(kokoro_session(Path(model_path)))
+    finally:
+        speaker.kokoro = shipped
+    print(f"\nThreads: CTranslate2 int8 decode ({model.engine}), alone and while Kokoro speaks a {len(SPEECH_TEXT)}-"
+          f"character text over and over; {seconds:.0f} s each; load average {os.getloadavg()[0]:.1f}")
+    print(f"  alone: {alone:.1f} tok/s")
+    for name, (rate, clips) in (("ONNX Runtime default (spinning)", spinning),
+                                ("chat's session (sleeping)", sleeping)):
+        print(f"  beside Kokoro, {name}: {rate:.1f} tok/s ({rate / alone:.2f}x alone), Kokoro {clips:.2f} texts/s")
+
+
+def bench_voice(memory_dir: str, conversations: int) -> None:
+    """End of speech to first audio through the page's own handlers, default settings, speech on."""
+    from rhizome.chat.app import ChatPage
+    from rhizome.chat.session import ChatSession
+    from rhizome.chat.stt import load_stt
+    from rhizome.chat.tts import load_tts
+
+    config = ChatConfig(memory_dir=memory_dir, remember=False)
+    session = ChatSession.from_config(config)
+    tts, stt = load_tts("kokoro"), load_stt("whisper")
+    page = ChatPage(session, stt=stt, tts=tts, speak=True)
+    chats = [CONVERSATIONS[i % len(CONVERSATIONS)] for i in range(conversations)]
+    spoken = {q: tts.speak(q) for questions in chats for q in questions}
+    lengths = [len(samples) / rate for rate, samples in spoken.values()]
+    list(page.reply([{"role": "user", "content": "Warm up."}], config.temperature, 8, speak=True))
+    timings = [[] for _ in chats[0]]
+    for questions in chats:
+        history: list[dict] = []
+        for turn, question in enumerate(questions):
+            text, _ = page.transcribe(spoken[question])
+            history = history + [{"role": "user", "content": text}]
+            *_, (history, *_) = page.reply(history, config.temperature, config.max_new_tokens, speak=True)
+            timings[turn].append(page.last_timing)
+            session.model.wait_prepared()  # the user listens to the reply before asking again
+    print(f"\nVoice to voice: {session.model.engine}, {tts.name}, {stt.name}; {len(chats)} conversations of "
+          f"{len(chats[0])} spoken questions ({min(lengths):.1f}-{max(lengths):.1f} s of speech), default settings; "
+          f"from the recording reaching the page to the first clause synthesised; medians; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'turn':>4} {'speech to text s':>17} {'first token s':>14} {'voice to voice s':>17} {'prefilled tok':>14}")
+    for turn, got in enumerate(timings, 1):
+        print(f"{turn:>4} {statistics.median(t.speech_to_text_s for t in got):>17.2f} "
+              f"{statistics.median(t.first_token_s for t in got):>14.2f} "
+              f"{statistics.median(t.first_audio_s for t in got):>17.2f} "
+              f"{statistics.mean(t.prompt_tokens - t.reused_tokens for t in got):>14.0f}")
+    every = [t.first_audio_s for got in timings for t in got]
+    print(f"all turns: median {statistics.median(every):.2f} s (goal <= 1.5 s: "
+          f"{'ok' if statistics.median(every) <= 1.5 else 'MISSED'}), max {max(every):.2f} s")
+
+
+SECTIONS = ("retrieval", "llm", "engines", "fidelity", "speech", "turns", "threads", "voice")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -392,7 +552,13 @@ def main() -> None:
     parser.add_argument("--skip-engines", action="store_true")
     parser.add_argument("--skip-fidelity", action="store_true")
     parser.add_argument("--skip-speech", action="store_true")
+    parser.add_argument("--skip-turns", action="store_true")
+    parser.add_argument("--skip-threads", action="store_true")
+    parser.add_argument("--skip-voice", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these sections")
+    parser.add_argument("--conversations", type=int, default=3, help="conversations in the turns and voice sections")
     args = parser.parse_args()
+    run = {name: (name in args.only) if args.only else not getattr(args, f"skip_{name}") for name in SECTIONS}
 
     import torch
     from transformers import AutoTokenizer
@@ -406,17 +572,23 @@ def main() -> None:
     from rhizome.train.model import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(ChatConfig().base_model))
-    if not args.skip_retrieval:
+    if run["retrieval"]:
         bench_retrieval(args.sizes, args.queries, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
         bench_query_embedding(args.queries)
-    if not args.skip_llm:
+    if run["llm"]:
         bench_generation(args.memory_dir, args.prompts, args.max_new_tokens, args.budgets)
-    if not args.skip_engines:
+    if run["engines"]:
         bench_engines(args.memory_dir, args.engine_budgets, args.engine_reps, 64, torch.get_num_threads())
-    if not args.skip_fidelity:
+    if run["fidelity"]:
         bench_fidelity(Path(args.memory_dir) / "data_finetune" / "dataset_test.jsonl")
-    if not args.skip_speech:
+    if run["speech"]:
         bench_speech()
+    if run["turns"]:
+        bench_turns(args.memory_dir, args.conversations, args.max_new_tokens)
+    if run["threads"]:
+        bench_threads()
+    if run["voice"]:
+        bench_voice(args.memory_dir, args.conversations)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,19 @@ class GenerationStats:
         return (self.new_tokens - 1) / decode_s if self.new_tokens > 1 and decode_s > 0 else 0.0
 
 
+def one_system_message(messages: list[dict]) -> list[dict]:
+    """``messages`` with every system message but a leading one folded into the start of the message after it."""
+    out: list[dict] = []
+    pending = ""
+    for i, message in enumerate(messages):
+        if message["role"] == "system" and i > 0:
+            pending += message["content"] + "\n\n"
+            continue
+        out.append({**message, "content": pending + message["content"]} if pending else message)
+        pending = ""
+    return out
+
+
 def _streamer_class():
     from transformers import TextIteratorStreamer
 
@@ -144,8 +157,16 @@ class ChatEngine(ABC):
         """Most tokens the model attends to (prompt and reply together)."""
 
     def prompt_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> torch.Tensor:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        from jinja2.exceptions import TemplateError
+
+        try:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        except TemplateError:
+            # Templates that raise on a system message after the first (Gemma's, Mistral's) get each such message
+            # (the chat's memories) as the start of the user message after it.
+            text = self.tokenizer.apply_chat_template(one_system_message(messages), tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
         # The template already wrote any BOS it wants; adding special tokens again would double it.
         return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 

@@ -193,25 +193,26 @@ def plain_text(content) -> str:
     return ""
 
 
-def with_memories(user_message: str, hits: list[Hit]) -> str:
-    """The user's message as the model sees it: the memories retrieved for it first, then the message itself."""
-    if not hits:
-        return user_message
-    memories = "\n".join(memory_line(hit) for hit in hits)
-    return f"{MEMORY_HEADER}\n{memories}\n\n{user_message}"
+def turn_messages(user_message: str, hits: list[Hit]) -> list[dict]:
+    """A new turn as the model sees it: a system message with the memories retrieved for it (when any), then the
+    user's message."""
+    memories = [{"role": "system", "content": MEMORY_HEADER + "\n" + "\n".join(memory_line(hit) for hit in hits)}]
+    return (memories if hits else []) + [{"role": "user", "content": user_message}]
 
 
 def build_messages(system_prompt: str, history: list[dict], user_message: str, hits: list[Hit]) -> list[dict]:
-    """Chat messages for the model: the system prompt, the earlier turns, the new message with its memories.
+    """Chat messages for the model: the system prompt, the earlier turns, the new message after its memories.
 
-    The memories go with the new message, not into the system message: then the system prompt and the earlier
-    turns are the same tokens from one turn to the next, a prefix the engines reuse instead of prefilling it
-    again (``ChatModel`` keeps its KV cache, ``CT2ChatModel`` caches the prefix's state)."""
+    The memories go with the new message, not into the first system message: then the system prompt and the earlier
+    turns are the same tokens from one turn to the next, a prefix the engines reuse instead of prefilling it again
+    (``ChatModel`` keeps its KV cache, ``CT2ChatModel`` stores the prefix's state). They stay in a system message of
+    their own: as part of the user's message the model found the gold answers of the grounded-QA evaluation less
+    likely (bench/qa.py, README). A chat template that allows one system message only gets them folded into the
+    user's message (``ChatEngine.prompt_ids``)."""
     system = system_prompt.strip()
     messages = [{"role": "system", "content": system}] if system else []
     for message in history:
         role, text = message.get("role"), plain_text(message.get("content")).strip()
         if role in ("user", "assistant") and text:
             messages.append({"role": role, "content": text})
-    messages.append({"role": "user", "content": with_memories(user_message, hits)})
-    return messages
+    return messages + turn_messages(user_message, hits)

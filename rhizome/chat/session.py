@@ -29,7 +29,7 @@ from pathlib import Path
 
 from rhizome.chat.config import ChatConfig, find_adapter
 from rhizome.chat.llm import ChatEngine, load_chat_model
-from rhizome.chat.retrieval import ChatMemory, build_messages, memory_line, plain_text
+from rhizome.chat.retrieval import ChatMemory, memory_line, plain_text, turn_messages
 from rhizome.log import get_logger
 from rhizome.memory.store import Hit
 
@@ -51,8 +51,8 @@ class ChatSession:
         self.notes = list(notes or [])  # what was loaded and why, for the screen
         self.started = time.time()
         self._remembering: list[threading.Thread] = []
-        # conversation id -> [(role, text as the page shows it, text as the model saw it)], one per message
-        self._prompts: OrderedDict[str, list[tuple[str, str, str]]] = OrderedDict()
+        # conversation id -> [(role, text as the page shows it, the messages the model saw for it)], one per message
+        self._prompts: OrderedDict[str, list[tuple[str, str, list[dict]]]] = OrderedDict()
         self._prompts_lock = threading.Lock()
         # False where no conversation continues (one-question benchmarks): the engine then computes no prefix ahead.
         self.prepare_next_turn = prepare_next_turn
@@ -85,18 +85,18 @@ class ChatSession:
             kept.append(message)
             budget -= cost
         kept.reverse()
-        # A conversation shown to the model starts with a user turn, as it did in training.
-        while kept and kept[0].get("role") != "user":
+        # A conversation shown to the model starts with a user turn (after its memories), as it did in training.
+        while kept and kept[0].get("role") == "assistant":
             kept.pop(0)
         return kept
 
-    def as_prompted(self, conversation_id: str, history: list[dict]) -> list[tuple[str, str, str]]:
-        """(role, text as the page shows it, text as the model saw it) of each message of ``history``: as in this
-        conversation's earlier prompts (memories included) while the page's history still matches them, as shown
-        after the first message that does not (an edited or unknown history)."""
+    def as_prompted(self, conversation_id: str, history: list[dict]) -> list[tuple[str, str, list[dict]]]:
+        """(role, text as the page shows it, the messages the model saw for it) of each message of ``history``: as in
+        this conversation's earlier prompts (a user message after its memories) while the page's history still
+        matches them, as shown after the first message that does not (an edited or unknown history)."""
         with self._prompts_lock:
             seen = self._prompts.get(conversation_id, [])
-        turns: list[tuple[str, str, str]] = []
+        turns: list[tuple[str, str, list[dict]]] = []
         matching = True
         for message in history:
             role, text = message.get("role"), plain_text(message.get("content")).strip()
@@ -104,7 +104,7 @@ class ChatSession:
                 continue
             i = len(turns)
             matching = matching and i < len(seen) and seen[i][:2] == (role, text)
-            turns.append((role, text, seen[i][2] if matching else text))
+            turns.append((role, text, seen[i][2] if matching else [{"role": role, "content": text}]))
         return turns
 
     def respond(self, user_message: str, history: list[dict], stop_event: threading.Event | None = None,
@@ -117,13 +117,13 @@ class ChatSession:
         conversation_id, title, turn = self.conversation(history, user_message)
         hits = self.memory.retrieve(user_message, exclude_conversation=conversation_id)
         turns = self.as_prompted(conversation_id, history)
-        earlier = [{"role": role, "content": prompted} for role, _, prompted in turns]
-        given = "\n".join(prompted for role, _, prompted in turns if role == "user")
-        new_hits = [hit for hit in hits if memory_line(hit) not in given]
-        fixed = build_messages(config.system_prompt, [], user_message, new_hits)
-        fixed_tokens = sum(TEMPLATE_TOKENS_PER_MESSAGE + self.model.count_tokens(m["content"]) for m in fixed)
-        messages = build_messages(config.system_prompt, self.fit_history(earlier, fixed_tokens, max_new_tokens),
-                                  user_message, new_hits)
+        earlier = [message for _, _, prompted in turns for message in prompted]
+        given = "\n".join(m["content"] for m in earlier if m["role"] == "system")
+        new_turn = turn_messages(user_message, [hit for hit in hits if memory_line(hit) not in given])
+        system = [{"role": "system", "content": config.system_prompt.strip()}] if config.system_prompt.strip() else []
+        fixed_tokens = sum(TEMPLATE_TOKENS_PER_MESSAGE + self.model.count_tokens(m["content"])
+                           for m in system + new_turn)
+        messages = system + self.fit_history(earlier, fixed_tokens, max_new_tokens) + new_turn
         yield "", hits
         reply = ""
         for delta in self.model.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -131,20 +131,21 @@ class ChatSession:
                                        stop_event=stop_event):
             reply += delta
             yield reply, hits
-        self.keep_prompt(conversation_id, turns, user_message, messages[-1]["content"], reply)
+        self.keep_prompt(conversation_id, turns, user_message, new_turn, reply)
         stopped = stop_event is not None and stop_event.is_set()
         # A reply the user cut short is not a finished turn: remembering it would teach later chats half answers.
         if config.remember and reply.strip() and not stopped:
             self.remember_later(user_message, reply.strip(), conversation_id=conversation_id,
                                 conversation_title=title, turn=turn)
 
-    def keep_prompt(self, conversation_id: str, turns: list[tuple[str, str, str]], user_message: str,
-                    prompted: str, reply: str) -> None:
+    def keep_prompt(self, conversation_id: str, turns: list[tuple[str, str, list[dict]]], user_message: str,
+                    prompted: list[dict], reply: str) -> None:
         """Note the turn as the model saw it, for the next turn's prompt, and let the engine compute that prefix
         while the user reads the reply (``ChatEngine.prepare``)."""
         if not reply.strip():
             return  # the page shows a placeholder, not this turn: the next history will not match it
-        turns = turns + [("user", user_message.strip(), prompted), ("assistant", reply.strip(), reply.strip())]
+        turns = turns + [("user", user_message.strip(), prompted),
+                         ("assistant", reply.strip(), [{"role": "assistant", "content": reply.strip()}])]
         with self._prompts_lock:
             self._prompts[conversation_id] = turns
             self._prompts.move_to_end(conversation_id)
@@ -153,7 +154,7 @@ class ChatSession:
         if self.prepare_next_turn:
             system = self.config.system_prompt.strip()
             self.model.prepare(([{"role": "system", "content": system}] if system else [])
-                               + [{"role": role, "content": text} for role, _, text in turns])
+                               + [message for _, _, prompted in turns for message in prompted])
 
     def remember_later(self, user_message: str, reply: str, **turn) -> None:
         """Append the turn to the memory in the background: rewriting the memory files of a large memory takes

@@ -125,13 +125,29 @@ def test_memories_go_with_their_message_and_stay_there_in_later_turns(torch_mode
     finally:
         del torch_model.stream
     turn_1, turn_2, turn_3 = prompts
-    assert turn_1[0] == {"role": "system", "content": config.system_prompt}  # no memories in the system message
-    memories = turn_1[-1]["content"]
-    assert memories.startswith(MEMORY_HEADER) and memories.endswith("My bike chain skips, what should I check?")
+    assert turn_1[0] == {"role": "system", "content": config.system_prompt}  # no memories in the system prompt
+    memories = turn_1[-2]["content"]
+    assert turn_1[-2]["role"] == "system" and memories.startswith(MEMORY_HEADER)
     assert all(memory_line(hit) in memories for hit in hits)
+    assert turn_1[-1] == {"role": "user", "content": "My bike chain skips, what should I check?"}
     # The next turns repeat the earlier ones as the model saw them, memories included: a prefix the engine reuses.
     assert turn_2[:len(turn_1)] == turn_1 and turn_3[:len(turn_2)] == turn_2
     assert torch_model.last_stats.reused_tokens >= len(torch_model.prompt_ids(turn_2)[0]) - 1
     # A memory already in the conversation is listed as a source but not put in the prompt again.
     repeated = [hit for hit in again if memory_line(hit) in memories]
-    assert repeated and all(memory_line(hit) not in turn_2[-1]["content"] for hit in repeated)
+    assert repeated and all(memory_line(hit) not in str(turn_2[len(turn_1) + 1:]) for hit in repeated)
+
+
+def test_a_template_with_one_system_message_gets_the_memories_in_the_user_message(tiny_chat_model_dir):
+    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
+    # As Mistral's and Gemma's templates do: a system message anywhere but first is an error.
+    model.tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+        "{{ raise_exception('only one system message') }}{% endif %}[{{ m['role'] }}] {{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}, {"role": "system", "content": "Memories: bees swarm."},
+                {"role": "user", "content": "When?"}]
+    text = model.tokenizer.decode(model.prompt_ids(messages)[0])
+    assert text == ("[system] Be brief.\n[user] hi\n[assistant] hello\n[user] Memories: bees swarm.\n\nWhen?\n"
+                    "[assistant]")

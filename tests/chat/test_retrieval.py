@@ -78,23 +78,24 @@ def test_mmr_prefers_relevant_memories_unlike_those_already_chosen():
     assert mmr(relevance, vectors, k=10, diversity=0.7) == [0, 2, 3]
 
 
-def test_build_messages_puts_labelled_memories_with_the_new_message():
+def test_build_messages_puts_labelled_memories_just_before_the_new_message():
     hits = [Hit(0.8, "Split in late spring.", pdf_item("Split in late spring.")),
             Hit(0.6, "Weekly checks.", conversation_item("claude", "Spring inspections", "Weekly checks.", 1))]
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
                {"role": "system", "content": "ignored"}]
     messages = build_messages("Be kind.", history, "When do I split?", hits)
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    # The system message and the earlier turns stay the same whatever is retrieved: a prefix the engines reuse.
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "system", "user"]
+    # The system prompt and the earlier turns stay the same whatever is retrieved: a prefix the engines reuse.
     assert messages[:3] == build_messages("Be kind.", history, "Another question", [])[:3]
-    assert messages[0]["content"] == "Be kind."
-    asked = messages[-1]["content"]
-    assert asked.startswith(MEMORY_HEADER + "\n") and asked.endswith("\n\nWhen do I split?")
-    assert "- [beekeeping_basics.pdf, pp. 4-5] Split in late spring." in asked
-    assert "- [claude: Spring inspections (2024-05-02) [assistant]] Weekly checks." in asked
-    assert "/home/someone" not in asked
-    assert messages[2]["content"] == "hello"
-    assert build_messages("Be kind.", [], "q", [])[-1]["content"] == "q"
+    assert messages[0]["content"] == "Be kind." and messages[2]["content"] == "hello"
+    memories = messages[3]["content"]
+    assert memories.startswith(MEMORY_HEADER + "\n")
+    assert "- [beekeeping_basics.pdf, pp. 4-5] Split in late spring." in memories
+    assert "- [claude: Spring inspections (2024-05-02) [assistant]] Weekly checks." in memories
+    assert "/home/someone" not in memories
+    assert messages[-1] == {"role": "user", "content": "When do I split?"}
+    assert build_messages("Be kind.", [], "q", []) == [{"role": "system", "content": "Be kind."},
+                                                       {"role": "user", "content": "q"}]
 
 
 @pytest.mark.slow

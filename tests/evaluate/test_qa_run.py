@@ -71,7 +71,7 @@ def test_prompts_are_the_chats_own(qa_inputs, adapter_run, tiny_model_dir):
         hits = page.memory.retrieve(question.question)
         assert hits and grounded == build_messages(page.config.system_prompt, [], question.question, hits)
         assert bare == build_messages(page.config.system_prompt, [], question.question, [])
-        assert "Memories (" in grounded[-1]["content"] and "Memories (" not in bare[-1]["content"]
+        assert "Memories (" in grounded[-2]["content"] and "Memories (" not in str(bare)
 
 
 def test_gold_likelihood_is_scored_after_the_chats_own_prompt(qa_evaluation, qa_inputs, adapter_run, tiny_model_dir):
