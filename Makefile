@@ -1,4 +1,4 @@
-.PHONY: demo chat test bench claims setup samples
+.PHONY: demo chat test bench claims tune setup samples
 
 demo:  ## set up .venv if needed and run the whole pipeline on the bundled sample data
 	bash scripts/demo.sh
@@ -23,6 +23,9 @@ bench: setup  ## benchmarks: ratios measured side by side
 
 claims: setup  ## standard vs theme-weighted vs IPF training on ShareGPT conversations (about 45 min on 2 cores)
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/claims.py
+
+tune: setup  ## tune train_script.py's settings on data_finetune/ (tuning/best_config.json, tuning/tuning_report.md)
+	HF_HUB_OFFLINE=1 .venv/bin/python tune.py
 
 samples: setup  ## regenerate the bundled sample PDFs and conversation files
 	.venv/bin/python samples/make_pdfs.py
