@@ -11,7 +11,10 @@ Steps, each counting what came in and went out (``dataset_metadata.json`` keeps 
     dedup    exact, then near duplicates at cosine >= --dedup-similarity-threshold (best of a group survives)
     themes   TF-IDF terms (+ KeyBERT keyphrases), theme weights by tfidf / ipf / hybrid, adaptive history
     split    train / validation / test, grouped by conversation and near-duplicate group, stratified by theme
-    write    dataset_<split>.jsonl, dataset_<split>_detailed.jsonl, dataset_metadata.json, format_config.json
+    preferences  regenerated, edited and rated replies -> preference pairs, each in its conversation's split
+             (rhizome.format.preferences)
+    write    dataset_<split>.jsonl, dataset_<split>_detailed.jsonl, dataset_preferences_<split>.jsonl,
+             dataset_metadata.json, format_config.json
 
 Quality is scored before dedup (not after, as the original lists it) because dedup keeps the
 best-scoring pair of each group, and low-quality pairs are dropped before themes so that theme
@@ -36,12 +39,13 @@ from rhizome.config import option, save_config, to_dict
 from rhizome.device import detect_device
 from rhizome.errors import UserError
 from rhizome.format import clean as cleaning
-from rhizome.format import dedup, pairs as pairing, quality, split, themes
+from rhizome.format import dedup, pairs as pairing, preferences, quality, split, themes
 from rhizome.format.embeddings import PairVectors, embed_pairs, memory_vectors
 from rhizome.format.records import Pair
 from rhizome.format.semantic_memory import SemanticMemory
 from rhizome.format.steps import StepLog, StepResult
 from rhizome.ingest import IngestReport, iter_conversations
+from rhizome.ingest.preferences import load_feedback
 from rhizome.inputs import INPUTS_HELP, InputOptions, default_inputs, load_pdf_chunks, split_inputs
 from rhizome.log import get_logger, progress
 from rhizome.memory.build import model_token_limit
@@ -92,6 +96,9 @@ class FormatConfig(InputOptions):
     train_ratio: float = option(0.8, "share of pairs for training")
     validation_ratio: float = option(0.1, "share of pairs for validation")
     test_ratio: float = option(0.1, "share of pairs for testing")
+    preferences: bool = option(True, "mine preference pairs from regenerated, edited and rated replies into "
+                               "dataset_preferences_<split>.jsonl (written when any exist) for train_script.py "
+                               "--method dpo")
     redact: bool = option(True, REDACT_HELP)
     redact_pii: bool = option(False, REDACT_PII_HELP)
     seed: int = option(split.DEFAULT_SEED, "seed of the split")
@@ -128,6 +135,8 @@ class _Run:
     theme_stats: Any = None
     semantic_memory: SemanticMemory | None = None
     splits: dict = field(default_factory=dict)
+    preference_stats: preferences.PreferenceStats = field(default_factory=preferences.PreferenceStats)
+    preference_splits: dict = field(default_factory=dict)
 
 
 def load(run: _Run) -> StepResult:
@@ -257,19 +266,45 @@ def split_pairs(run: _Run) -> StepResult:
                       {name: len(s) for name, s in run.splits.items()})
 
 
+def mine_preferences(run: _Run) -> StepResult:
+    config, stats = run.config, run.preference_stats
+    if not config.preferences:
+        return StepResult(0, 0, dict(skipped="--no-preferences"))
+    ratings = load_feedback(split_inputs(run.inputs)[0], run.report)
+    for conversation in run.conversations:
+        ratings.update(conversation.ratings)
+    stats.ratings = len(ratings)
+    redaction = Redaction(config.redact, config.redact_pii)
+    found = []
+    for conversation in run.conversations:
+        found.extend(preferences.mine(conversation, ratings, stats, context_turns=config.context_turns,
+                                      system_prompt=config.system_prompt, redaction=redaction,
+                                      clean_stats=run.clean_stats, quality_threshold=config.qa_quality_score_threshold))
+    preferences.take_themes(found, run.pairs)
+    run.preference_splits = preferences.split_like(
+        found, run.splits, (config.train_ratio, config.validation_ratio, config.test_ratio), config.seed)
+    stats.splits = {name: dict(sorted(Counter(p.kind for p in members).items()))
+                    for name, members in run.preference_splits.items()}
+    return StepResult(sum(stats.alternatives.values()), len(found), dict(
+        **{kind: stats.mined[kind] for kind in preferences.KINDS}, dropped=sum(stats.dropped.values()),
+        ratings_without_alternative=stats.ratings_without_alternative))
+
+
 def write(run: _Run) -> StepResult:
     out = Path(run.config.output_dir)
+    preference_files = preferences.write(out, run.preference_splits)
     for name, members in run.splits.items():
         atomic.write_jsonl(out / f"dataset_{name}.jsonl", (p.training_record() for p in members))
         atomic.write_jsonl(out / f"dataset_{name}_detailed.jsonl", (p.detailed_record() for p in members))
     if run.semantic_memory is not None:
         run.semantic_memory.record_run(themes.theme_counts(run.pairs), themes.source_counts(run.pairs), len(run.pairs))
         run.semantic_memory.save(run.config.semantic_memory_path)
-    return StepResult(len(run.pairs), len(run.pairs), dict(files=2 * len(run.splits) + 2))
+    return StepResult(len(run.pairs), len(run.pairs), dict(files=2 * len(run.splits) + 2 + preference_files))
 
 
 STEPS = (("load", load), ("clean", clean), ("pairs", make_pairs), ("embed", embed), ("quality", filter_quality),
-         ("dedup", deduplicate), ("themes", label_themes), ("split", split_pairs), ("write", write))
+         ("dedup", deduplicate), ("themes", label_themes), ("split", split_pairs),
+         ("preferences", mine_preferences), ("write", write))
 
 
 def run(config: FormatConfig, steps: StepLog | None = None) -> dict[str, Any]:
@@ -345,6 +380,7 @@ def _metadata(run: _Run, steps: StepLog) -> dict[str, Any]:
         "embeddings": {"model": config.embedding_model, "texts_from_memory": vectors.from_memory,
                        "texts_embedded_or_cached": vectors.embedded, "device": run.device.kind},
         "dedup": dedup_summary,
+        "preferences": run.preference_stats.as_dict(),
         "themes": theme_stats.as_dict() if theme_stats else None,
         "semantic_memory": ({k: v for k, v in semantic_memory.as_dict().items() if k not in ("created", "updated")}
                             if semantic_memory else None),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rhizome.ingest.preferences import alternatives
 from rhizome.ingest.records import (
     Conversation, IngestReport, MalformedRecord, Message, join_texts, optional_str, unix_seconds,
 )
@@ -59,7 +60,28 @@ def conversation_from_record(record: dict, file: str, fallback_id: str, report: 
         title=optional_str(record.get("title")),
         create_time=unix_seconds(record.get("create_time"), report),
         update_time=unix_seconds(record.get("update_time"), report),
+        alternatives=_abandoned_branches(mapping, branch) if len(on_branch) < len(mapping) else [],
     )
+
+
+def _abandoned_branches(mapping: dict, branch: list[dict]) -> list:
+    """The regenerated and edited-away replies beside the active branch (rhizome.ingest.preferences)."""
+    key_of = {id(node): key for key, node in mapping.items()}
+    children: dict[str, list[str]] = {}
+    for node_id, parent in _parent_links(mapping).items():
+        if parent is not None:
+            children.setdefault(parent, []).append(node_id)
+    quiet = IngestReport()  # off-branch turns are already counted as off_branch, not again by reason
+    turns: dict[str, Message | None] = {}
+
+    def visible(node_id: str) -> Message | None:
+        if node_id not in turns:
+            node = mapping.get(node_id)
+            message = node.get("message") if isinstance(node, dict) else None
+            turns[node_id] = _visible_turn(message, quiet) if message is not None else None
+        return turns[node_id]
+
+    return alternatives([key_of[id(node)] for node in branch], children, visible)
 
 
 def active_branch(mapping: dict, current_node: Any) -> list[dict]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rhizome.ingest.preferences import alternatives, message_rating
 from rhizome.ingest.records import (
     Conversation, IngestReport, MalformedRecord, Message, clean_text, join_texts, optional_str, unix_seconds,
 )
@@ -36,6 +37,8 @@ def conversation_from_record(record: dict, file: str, fallback_id: str, report: 
     branch = active_branch(chat_messages, record.get("current_leaf_message_uuid"), report)
     model = record.get("model") if isinstance(record.get("model"), str) else None
     messages = [turn for message in branch if (turn := _visible_turn(message, model, report)) is not None]
+    ratings = {m["uuid"]: rating for m in chat_messages if isinstance(m, dict) and isinstance(m.get("uuid"), str)
+               and (rating := message_rating(m)) is not None}
     return Conversation(
         id=optional_str(record.get("uuid")) or fallback_id,
         source="claude",
@@ -44,7 +47,30 @@ def conversation_from_record(record: dict, file: str, fallback_id: str, report: 
         title=optional_str(record.get("name")),
         create_time=unix_seconds(record.get("created_at"), report),
         update_time=unix_seconds(record.get("updated_at"), report),
+        alternatives=_abandoned_branches(chat_messages, branch, model) if len(branch) < len(chat_messages) else [],
+        ratings=ratings,
     )
+
+
+def _abandoned_branches(chat_messages: list, branch: list, model: str | None) -> list:
+    """The retried and edited-away replies beside the active branch (rhizome.ingest.preferences)."""
+    by_uuid = {m["uuid"]: m for m in chat_messages if isinstance(m, dict) and isinstance(m.get("uuid"), str)}
+    if not by_uuid or not any("parent_message_uuid" in m for m in by_uuid.values()):
+        return []
+    children: dict[str, list[str]] = {}
+    for uuid, message in by_uuid.items():
+        parent = message.get("parent_message_uuid")
+        children.setdefault(parent if isinstance(parent, str) and parent in by_uuid else ROOT_PARENT_UUID,
+                            []).append(uuid)
+    quiet = IngestReport()  # off-branch turns are already counted as off_branch
+    turns: dict[str, Message | None] = {}
+
+    def visible(uuid: str) -> Message | None:
+        if uuid not in turns:
+            turns[uuid] = _visible_turn(by_uuid[uuid], model, quiet) if uuid in by_uuid else None
+        return turns[uuid]
+
+    return alternatives([ROOT_PARENT_UUID] + [m["uuid"] for m in branch], children, visible)
 
 
 def active_branch(chat_messages: list, leaf_uuid: Any, report: IngestReport) -> list:

@@ -42,6 +42,9 @@ class Conversation:
     title: str | None = None
     create_time: float | None = None
     update_time: float | None = None
+    # Replies the person regenerated or edited away (rhizome.ingest.preferences), never part of ``messages``.
+    alternatives: list = field(default_factory=list)
+    ratings: dict = field(default_factory=dict)  # message id -> +1 / -1, from a rating field of the export
 
 
 @dataclass
