@@ -33,16 +33,15 @@ def main(argv=None) -> int:
         if result["stop_reason"]:
             print(f"Stopped at step {result['steps']} of {result['total_steps']} ({result['stop_reason']}); "
                   "rerun the same command to resume")
-        else:
-            print(f"Trained {result['steps']} of {result['total_steps']} steps"
-                  + (f", {result['seconds_per_step']:.2f} s/step, {result['tokens_per_s']:.0f} real tokens/s"
-                     if result["seconds_per_step"] else ""))
+            return 0
+        print(f"Trained {result['steps']} of {result['total_steps']} steps"
+              + (f", {result['seconds_per_step']:.2f} s/step, {result['tokens_per_s']:.0f} real tokens/s"
+                 if result["seconds_per_step"] else ""))
         if result["first_eval_loss"] is not None:
             print(f"Validation loss: {result['first_eval_loss']:.4f} before, {result['last_eval_loss']:.4f} after"
                   + (f", best {result['best']['loss']:.4f} at step {result['best']['step']}"
                      if result["best"]["loss"] is not None else ""))
-        if not result["stop_reason"]:
-            print(f"Adapter: {result['final_dir']}")
+        print(f"Adapter: {result['final_dir']}")
     return 0
 
 

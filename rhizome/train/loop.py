@@ -518,7 +518,7 @@ class FineTune:
             if dist.main:
                 log.info("step 0: validation loss %.4f (perplexity %.2f) before training",
                          baseline["loss"], baseline["perplexity"])
-        rate_start, rate_step = time.perf_counter(), self.step  # for the ETA: steps of this session, evaluations included
+        rate_start, rate_step = time.perf_counter(), self.step  # the ETA's pace: this session's, evaluations included
         bar = progress(desc="training", total=self.total_steps, unit="step", disable=None if dist.main else True)
         bar.update(self.step)
         window: list[dict] = []

@@ -5,7 +5,8 @@ already open, each through its own library and into a local store:
     trackio       trackio's local store (``$TRACKIO_DIR``, else ``~/.cache/huggingface/trackio``), project and run
                   named after the run folder (``trackio show``); ``pip install trackio``
     mlflow        ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlflow.db`` in the current folder, what
-                  ``mlflow ui`` opens there; experiment "rhizome", run named after the run folder; ``pip install mlflow``
+                  ``mlflow ui`` opens there; experiment "rhizome", run named after the run folder;
+                  ``pip install mlflow``
 
 Tags are ``train/<field>`` and ``eval/<field>`` for every number of a record but its step and clock time.
 A resumed run continues the same tracker run: TensorBoard hides the events past the checkpoint (``purge_step``),

@@ -290,3 +290,20 @@ def test_a_tracker_whose_package_is_missing_is_named_with_its_pip_command(tiny_m
     with pytest.raises(UserError, match="pip install mlflow_that_is_not_installed"):
         FineTune(_config(tiny_model_dir, data_dir, tmp_path / "run", report_to=["tensorboard", "mlflow"])).setup()
     assert not (tmp_path / "run").exists()  # refused before anything was loaded or written
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_the_run_says_so(tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
+
+    def press_ctrl_c_twice(record):
+        if record["kind"] == "train" and record["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this step
+            os.kill(os.getpid(), signal.SIGINT)  # the second: KeyboardInterrupt now
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(_config(tiny_model_dir, data_dir, out, save_steps=5), observers=[press_ctrl_c_twice])
+    state = _state(out)
+    assert state["status"] == "failed" and state["error"].startswith("KeyboardInterrupt: aborted by a second Ctrl+C")
+    assert not list(out.glob("checkpoint-*"))  # aborted, not stopped: no checkpoint was written
+    assert signal.getsignal(signal.SIGINT) is before  # the trainer's handlers are gone with it
