@@ -307,3 +307,29 @@ def test_a_second_ctrl_c_aborts_at_once_and_the_run_says_so(tiny_model_dir, data
     assert state["status"] == "failed" and state["error"].startswith("KeyboardInterrupt: aborted by a second Ctrl+C")
     assert not list(out.glob("checkpoint-*"))  # aborted, not stopped: no checkpoint was written
     assert signal.getsignal(signal.SIGINT) is before  # the trainer's handlers are gone with it
+
+
+def test_a_stop_file_under_torchrun_stops_every_process_at_the_same_step(tiny_model_dir, data_dir, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "RHIZOME_NO_PROGRESS": "1",
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(root / "train_script.py"), "--model", str(tiny_model_dir), "--train-file",
+         str(data_dir / "dataset_train.jsonl"), "--validation-file", str(data_dir / "dataset_validation.jsonl"),
+         "--output-dir", str(out), "--cache-dir", str(data_dir / "tokenized_cache"), "--max-seq-length", "256",
+         "--batch-size", "2", "--grad-accum", "1", "--max-steps", "40", "--save-steps", "100", "--no-plots",
+         "--threads", "1", "--precision", "fp32", "--report-to", "none"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / METRICS_FILE).exists() and '"kind": "train"' in (out / METRICS_FILE).read_text():
+            (out / STOP_FILE).write_text("")
+            break
+        time.sleep(0.01)
+    stdout, stderr = process.communicate(timeout=240)  # rank 1 would wait forever in a collective of a step alone
+    assert process.returncode == 0, stderr[-3000:]
+    state = _state(out)
+    assert (state["status"], state["stop_reason"]) == ("stopped", "stop-file") and state["step"] < 40
+    assert (out / f"checkpoint-{state['step']}" / "trainer_state.json").exists() and not (out / STOP_FILE).exists()
