@@ -16,7 +16,7 @@ import sys
 from rhizome.errors import run_main
 from rhizome.log import setup_logging
 from rhizome.tune.config import parse_tune_args
-from rhizome.tune.report import compute_line, summary_line, write_report
+from rhizome.tune.report import BEST_CONFIG_FILE, REPORT_FILE, compute_line, summary_line, write_report
 from rhizome.tune.study import tune_study
 
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     summary = write_report(study, tune)
     print(summary_line(summary))
     print(compute_line(summary))
-    print(f"Best settings: {tune.dir / 'best_config.json'}; report: {tune.dir / 'tuning_report.md'}")
+    print(f"Best settings: {tune.dir / BEST_CONFIG_FILE}; report: {tune.dir / REPORT_FILE}")
     return 0
 
 

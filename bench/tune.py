@@ -62,7 +62,8 @@ def tune_command(args, size: dict, data: Path, tune_dir: Path, pruner: str) -> l
     return [sys.executable, str(ROOT / "tune.py"), "-o", str(tune_dir), "--pruner", pruner,
             "--trials", str(size["trials"]), "--trial-tokens", str(size["trial_tokens"]),
             "--startup-trials", str(max(3, size["trials"] // 4)), "--reports", "4",
-            "--train-file", str(data / "dataset_train.jsonl"), "--validation-file", str(data / "dataset_validation.jsonl"),
+            "--train-file", str(data / "dataset_train.jsonl"),
+            "--validation-file", str(data / "dataset_validation.jsonl"),
             "--cache-dir", str(args.out / "tokenized_cache"), "--max-seq-length", str(args.max_seq_length),
             "--batch-size", str(args.batch_size), "--grad-accum", "2", "--eval-steps", str(args.eval_steps),
             "--eval-samples", str(size["eval_samples"]), "--sampler-seed", str(args.seed), "--no-plots",
@@ -125,7 +126,8 @@ def markdown(result: dict) -> str:
         f"{s['max_seq_length']}, {s['batch_size']} × 2 rows per step, validation {s['eval_samples']} pairs, test "
         f"{s['test_samples']} pairs; --scale {s['scale']}.", "",
         "| | validation loss | test loss |", "|---|---:|---:|",
-        f"| default settings, 3 seeds: mean ± sd (min–max) | {val['defaults']['mean']:.4f} ± {val['defaults']['sd']:.4f} "
+        f"| default settings, 3 seeds: mean ± sd (min–max) | {val['defaults']['mean']:.4f} ± "
+        f"{val['defaults']['sd']:.4f} "
         f"({val['defaults']['min']:.4f}–{val['defaults']['max']:.4f}) | {test['defaults']['mean']:.4f} ± "
         f"{test['defaults']['sd']:.4f} ({test['defaults']['min']:.4f}–{test['defaults']['max']:.4f}) |",
         f"| tuned (pruned study's best, trial {pruned['best']['trial']}) | {val['tuned']:.4f} | {test['tuned']:.4f} |",

@@ -142,10 +142,10 @@ def _cuda_oom() -> type[BaseException]:
 def prepare(tune: TuneConfig, train: TrainConfig) -> tuple[TuneConfig, Space]:
     """Device-dependent defaults, inputs checked, settings saved beside the study."""
     tune = tune.resolved(detect_device(train.force_cpu).kind)
-    for label, path in (("training", train.train_file), ("validation", train.validation_file)):
+    for flag, path, why in (("--train-file", train.train_file, ""),
+                            ("--validation-file", train.validation_file, " (trials are compared by validation loss)")):
         if not path or not Path(path).is_file():
-            raise UserError(f"no {label} file at {path!r}: tuning compares trials by their validation loss; run "
-                            "data_formatter.py first or pass --train-file / --validation-file")
+            raise UserError(f"no file at {path!r} for {flag}{why}; run data_formatter.py first or pass {flag}")
     if tune.reports < 1:
         raise UserError("--reports must be at least 1")
     space = load_space(tune.search_space, train, tune.trial_tokens)

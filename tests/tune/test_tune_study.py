@@ -14,7 +14,7 @@ import train_script
 from rhizome.tune.config import parse_tune_args
 from rhizome.tune.objective import Objective, trial_dir
 from rhizome.tune.report import BEST_CONFIG_FILE, write_report
-from rhizome.tune.study import open_study, prepare, run_study, storage_url
+from rhizome.tune.study import open_study, prepare, run_study
 from tests.tune.conftest import run_state, run_tune
 
 
