@@ -64,17 +64,20 @@ def _load(folder: Path) -> TokenizedData:
 
 
 def load_or_tokenize(data_file: str | Path, tokenizer, max_seq_length: int, loss_on: str, *,
-                     cache_dir: str | Path | None, force_rebuild: bool = False) -> tuple[TokenizedData, str]:
-    """Tokenised samples of ``data_file`` and where they came from: "loaded from cache", "tokenized" or "tokenized and cached"."""
+                     cache_dir: str | Path | None, force_rebuild: bool = False,
+                     read_pairs=load_pairs) -> tuple[TokenizedData, str]:
+    """Tokenised samples of ``data_file`` and where they came from: "loaded from cache", "tokenized" or "tokenized and cached".
+
+    ``read_pairs`` turns the file into chat pairs (``rhizome.train.dpo`` reads preference files with it)."""
     if cache_dir is None:
-        return tokenize_pairs(load_pairs(data_file), tokenizer, max_seq_length, loss_on), "tokenized"
+        return tokenize_pairs(read_pairs(data_file), tokenizer, max_seq_length, loss_on), "tokenized"
     folder = Path(cache_dir) / f"{Path(data_file).stem}-{fingerprint(data_file, tokenizer, max_seq_length, loss_on)}"
     if folder.exists() and not force_rebuild:
         try:
             return _load(folder), "loaded from cache"
         except (OSError, ValueError, KeyError) as exc:
             log.warning("tokenisation cache %s is unreadable (%s); rebuilding it", folder, exc)
-    data = tokenize_pairs(load_pairs(data_file), tokenizer, max_seq_length, loss_on)
+    data = tokenize_pairs(read_pairs(data_file), tokenizer, max_seq_length, loss_on)
     try:
         _save(data, folder, replace=folder.exists())
     except OSError as exc:

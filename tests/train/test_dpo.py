@@ -1,0 +1,177 @@
+"""DPO: reply log-probabilities and the loss against a direct computation on a tiny random model; a real run
+learns the preferences, writes the run folder the studio reads, and resumes exactly after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rhizome.train.dpo import PreferenceData, dpo_loss, load_preferences, micro_batches, reply_logprobs
+from rhizome.train.fused import fuse_lora
+from rhizome.train.model import LoraSetup, apply_lora
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def preference_records(split: str) -> list[dict]:
+    """The fixture pairs as preferences: chosen = the pair's reply, rejected = the reply of the next pair."""
+    rows = [json.loads(line) for line in (FIXTURES / f"dataset_{split}.jsonl").read_text().splitlines()]
+    records = []
+    for i, row in enumerate(rows):
+        other = rows[(i + 1) % len(rows)]["messages"][-1]
+        records.append({"id": row["id"], "prompt": row["messages"][:-1], "chosen": row["messages"][-1:],
+                        "rejected": [other], "kind": "regeneration", "themes": row.get("themes", []),
+                        "theme_weight": row.get("theme_weight", 1.0)})
+    return records
+
+
+@pytest.fixture
+def preference_dir(tmp_path) -> Path:
+    folder = tmp_path / "data_finetune"
+    folder.mkdir()
+    for split in ("train", "validation"):
+        (folder / f"dataset_preferences_{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in preference_records(split)))
+    return folder
+
+
+def _tiny(tiny_model_dir, lora: bool):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+    if not lora:
+        return model.eval()
+    torch.manual_seed(1)
+    model = apply_lora(model, LoraSetup(8, 16, 0.0, (), False), "none")
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.05)  # a LoRA that changes the model, so base != policy
+    fuse_lora(model)
+    return model.eval()
+
+
+def _direct_logprob(model, data, i) -> float:
+    """One sample alone, no packing: log-softmax over the full logits, summed at its labelled positions."""
+    ids, labels = data.sample(i)
+    logits = model(input_ids=torch.from_numpy(ids)[None]).logits[0].float()
+    keep = torch.from_numpy(labels != -100)
+    return float(F.log_softmax(logits[keep], -1).gather(1, torch.from_numpy(labels)[keep][:, None]).sum())
+
+
+def test_packed_reply_logprobs_match_each_reply_computed_alone(tiny_model_dir, tokenizer, preference_dir):
+    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
+    model = _tiny(tiny_model_dir, lora=True)
+    [(batch_pairs, rows)] = micro_batches(pairs, np.arange(4), 4, capacity=512, packing=True)
+    assert any(len(row) > 1 for row in rows)  # several replies share a row
+    with torch.no_grad():
+        samples, sums, counts = reply_logprobs(model, pairs.samples, rows, tokenizer.pad_token_id or 0)
+    assert sorted(samples) == sorted(int(s) for k in batch_pairs for s in (pairs.chosen[k], pairs.rejected[k]))
+    with torch.no_grad():
+        direct = [_direct_logprob(model, pairs.samples, i) for i in samples]
+    np.testing.assert_allclose(sums.numpy(), direct, rtol=1e-4, atol=1e-3)
+    assert counts.tolist() == [pairs.samples.label_count(i) for i in samples]
+
+
+def test_dpo_loss_with_the_lora_disabled_reference_matches_a_separate_base_model(tiny_model_dir, tokenizer,
+                                                                                 preference_dir):
+    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
+    policy = _tiny(tiny_model_dir, lora=True)
+    base = _tiny(tiny_model_dir, lora=False)  # a second copy only here, to check the one-copy reference
+    [(batch_pairs, rows)] = micro_batches(pairs, np.arange(3), 3, capacity=512, packing=True)
+    with torch.no_grad():
+        samples, policy_sums, _ = reply_logprobs(policy, pairs.samples, rows, 0)
+        with policy.disable_adapter():
+            _, reference_sums, _ = reply_logprobs(policy, pairs.samples, rows, 0)
+    where = {s: j for j, s in enumerate(samples)}
+    chosen = [where[int(pairs.chosen[k])] for k in batch_pairs]
+    rejected = [where[int(pairs.rejected[k])] for k in batch_pairs]
+    losses, chosen_rewards, rejected_rewards = dpo_loss(policy_sums[chosen], policy_sums[rejected],
+                                                        reference_sums[chosen], reference_sums[rejected], beta=0.5)
+    with torch.no_grad():
+        for j, k in enumerate(batch_pairs):
+            pc, pr = (_direct_logprob(policy, pairs.samples, int(pairs.chosen[k])),
+                      _direct_logprob(policy, pairs.samples, int(pairs.rejected[k])))
+            rc, rr = (_direct_logprob(base, pairs.samples, int(pairs.chosen[k])),
+                      _direct_logprob(base, pairs.samples, int(pairs.rejected[k])))
+            expected = -F.logsigmoid(torch.tensor(0.5 * ((pc - rc) - (pr - rr))))
+            assert abs(float(losses[j]) - float(expected)) < 1e-3
+            assert abs(float(chosen_rewards[j]) - 0.5 * (pc - rc)) < 1e-3
+            assert abs(float(rejected_rewards[j]) - 0.5 * (pr - rr)) < 1e-3
+    assert not torch.allclose(policy_sums, reference_sums)
+
+
+def test_pairs_losing_a_reply_to_max_seq_length_are_left_out_whole(tokenizer, preference_dir):
+    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
+    assert isinstance(pairs, PreferenceData) and len(pairs) == 48 and pairs.incomplete == 0
+    assert all(pairs.samples.ids[c].endswith("chosen") and pairs.samples.ids[r].endswith("rejected")
+               for c, r in zip(pairs.chosen, pairs.rejected))
+
+
+def _command(tiny_model_dir, data: Path, out: Path, *extra) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "train_script.py"), "--method", "dpo", "--model", str(tiny_model_dir),
+        "--train-file", str(data / "dataset_preferences_train.jsonl"),
+        "--validation-file", str(data / "dataset_preferences_validation.jsonl"), "--init-adapter", "none",
+        "--output-dir", str(out), "--cache-dir", str(data / "tokenized_cache"), "--max-seq-length", "256",
+        "--batch-size", "2", "--grad-accum", "2", "--num-train-epochs", "2", "--lr", "5e-3", "--warmup-steps", "2",
+        "--lora-dropout", "0.1", "--save-steps", "5", "--eval-steps", "12", "--logging-steps", "4", "--threads", "1",
+        "--report-to", "none", *extra,
+    ]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RHIZOME_NO_PROGRESS": "1"}
+
+
+def _run(command, cwd):
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_dpo_run_learns_the_preferences_and_resumes_exactly_after_kill_9(tiny_model_dir, preference_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    reference = tmp_path / "reference"
+    _run(_command(tiny_model_dir, preference_dir, reference), tmp_path)
+    history = json.loads((reference / "final" / "training_metrics.json").read_text())
+    evals = history["eval"]
+    assert evals[0]["reward_accuracy"] == 0.0 and evals[0]["loss"] == pytest.approx(np.log(2))  # policy == reference
+    second_epoch = [m for m in history["train"] if m["step"] > 12]
+    assert np.mean([m["reward_accuracy"] for m in second_epoch]) > 0.6  # it learns the training preferences
+    assert np.mean([m["reward_margin"] for m in second_epoch]) > 0
+    state = json.loads((reference / "run.json").read_text())
+    assert state["status"] == "finished" and state["step"] == state["total_steps"] == 24
+    metrics = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert all("reward_accuracy" in m for m in metrics)
+    assert (reference / "preference_plots.png").exists()
+
+    resumed = tmp_path / "resumed"
+    command = _command(tiny_model_dir, preference_dir, resumed)
+    process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if list(resumed.glob(".checkpoint-10.tmp-*")) or (resumed / "checkpoint-10").exists():
+                break
+            time.sleep(0.002)
+        assert process.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    _run(command, tmp_path)
+    ours = json.loads((resumed / "final" / "training_metrics.json").read_text())
+    assert [m["loss"] for m in ours["train"]] == pytest.approx([m["loss"] for m in history["train"]], rel=1e-5)
+    a = load_file(reference / "final" / "adapter_model.safetensors")
+    b = load_file(resumed / "final" / "adapter_model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
