@@ -20,6 +20,7 @@ from rhizome.evaluate.adapters import (
     EvalInputError, choose_base_model, default_adapter, resolve_adapters, trained_on,
 )
 from rhizome.evaluate.config import EvalConfig
+from rhizome.evaluate import preferences
 from rhizome.evaluate.metrics import score_pairs
 from rhizome.evaluate.report import build_report, write_report
 from rhizome.evaluate.themes import pair_groups, rare_themes, theme_members, training_theme_counts
@@ -69,6 +70,13 @@ def run(config: EvalConfig) -> dict:
              "%d rare pairs, %d common", len(data), int(data.targets.sum()), device.describe(), len(rare),
              len(members), config.rare_max_pairs, len(groups["rare"]), len(groups["common"]))
 
+    preference_path = preferences.test_file(config)
+    preference_data = None
+    if preference_path is not None:
+        preference_data, kinds = preferences.load(preference_path, tokenizer, config.max_seq_length,
+                                                  config.max_samples)
+    preference_scores = {}
+
     base = load_base_model(base_name, model_path, "none", str(torch_device), torch.float32)
     scores = {}
     timings = {}
@@ -91,6 +99,12 @@ def run(config: EvalConfig) -> dict:
         overall = scores[name].summarize()
         log.info("%s: loss %.4f, perplexity %.2f, token accuracy %.1f%% (%.1f s)", name, overall["loss"],
                  overall["perplexity"], 100 * overall["token_accuracy"], timings[name])
+        if preference_data is not None:
+            preference_scores[name] = preferences.score(model, preference_data, kinds, pad_id, torch_device,
+                                                        config.batch_size, config.max_seq_length)
+            log.info("%s: preference accuracy %.1f%%, mean margin %.3f nats (%d pairs)", name,
+                     100 * preference_scores[name]["accuracy"], preference_scores[name]["mean_margin"],
+                     len(preference_data))
         if adapter is not None:
             base = model.unload()
 
@@ -99,6 +113,9 @@ def run(config: EvalConfig) -> dict:
         rare=rare, train_counts=train_counts, trained_on={a.name: trained_on(a) for a in adapters},
         pair_ids=data.ids, data_stats=data.stats, device=device.describe(), timings=timings,
     )
+    if preference_data is not None:
+        report["preferences"] = {"file": str(preference_path), "pairs": len(preference_data),
+                                 "models": preference_scores}
     if config.qa:
         from rhizome.evaluate.qa_run import run_qa
 

@@ -24,6 +24,8 @@ class EvalConfig:
                                  "adapters were trained on (run.json or training_config.json, else adapter_config.json)")
     output_dir: str = option("", "where eval_report.{json,md} and the plots go; default: the first adapter's folder",
                              flag="-o")
+    preference_file: str = option("", "held-out preference pairs scored for preference accuracy; default: "
+                                      "dataset_preferences_test.jsonl beside --test-file, when it exists")
     max_samples: int = option(0, "evaluate the first N test pairs only (0 = all)")
     rare_max_pairs: int = option(DEFAULT_RARE_MAX_PAIRS,
                                  "a theme is rare when at most this many training pairs carry it "

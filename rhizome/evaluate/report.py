@@ -12,7 +12,10 @@
          "per_theme": {theme: {same}}, "trained_on": {"coverage", "entropy", "themes_seen", "themes_total",
          "source"} | None, "adapter": folder | None, "seconds": float,
          "per_pair": {"loss_sum" (nats), "correct", "tokens": [one value per pair_ids entry]}}},
-     "seconds": float, "qa": {...} (with --qa, see ``qa_report.py``)}
+     "seconds": float, "qa": {...} (with --qa, see ``qa_report.py``),
+     "preferences": {"file", "pairs", "models": {name: {"pairs", "accuracy", "mean_margin", "per_kind": {kind:
+         {"pairs", "accuracy", "mean_margin"}}, "margins": [chosen - rejected log-prob per pair]}}}
+         (when held-out preference pairs exist, see ``preferences.py``)}
 
 Loss is mean cross-entropy in nats per assistant token; rates are None where a group has no tokens.
 ``per_pair`` keeps each test pair's sums, so paired statistics (a bootstrap over pairs) need no rerun.
@@ -117,6 +120,10 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {theme}{' (rare)' if theme in rarest else ''} | {report['theme_train_pairs'][theme]} | "
                      f"{per[0]['pairs']} | " + " | ".join(_num(p["perplexity"], ".2f") for p in per) + " |")
     text = "\n".join(lines) + "\n"
+    if "preferences" in report:
+        from rhizome.evaluate.preferences import markdown
+
+        text += "\n" + markdown(report["preferences"])
     if "qa" in report:
         from rhizome.evaluate.qa_report import to_markdown as qa_markdown
 
@@ -131,6 +138,10 @@ def summary_lines(report: dict) -> list[str]:
             m = model[group]
             lines.append(f"{name:<32} {group:<8} {m['pairs']:>6} {_num(m['perplexity'], '.2f'):>11} "
                          f"{_pct(m['token_accuracy']):>10}")
+    if "preferences" in report:
+        from rhizome.evaluate.preferences import summary_lines as preference_lines
+
+        lines += ["", *preference_lines(report["preferences"])]
     if "qa" in report:
         from rhizome.evaluate.qa_report import summary_lines as qa_lines
 

@@ -1,0 +1,81 @@
+"""Preference accuracy on the held-out preference pairs (``dataset_preferences_test.jsonl``).
+
+For each model (base, each adapter): the summed log-probability of the chosen reply minus that of the rejected
+reply, given the same prompt (reply tokens only, as in training: ``rhizome.train.dpo.pair_logprobs``). Accuracy is
+the share of pairs whose margin is positive (the model prefers what the person preferred); the mean margin is in
+nats. Reported overall and per signal kind (regeneration, edit, rating) in ``eval_report.json``
+(``"preferences"``) and ``eval_report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rhizome.train.dpo import PreferenceData, load_preferences, pair_logprobs, preference_file
+
+
+def test_file(config) -> Path | None:
+    """The preference test file: ``--preference-file``, else the one beside ``--test-file`` when it exists."""
+    if config.preference_file:
+        return Path(config.preference_file)
+    path = preference_file(config.test_file, "test")
+    return path if path.is_file() else None
+
+
+def load(path: Path, tokenizer, max_seq_length: int, max_samples: int) -> tuple[PreferenceData, list[str]]:
+    """The tokenised pairs (the first ``max_samples``, 0 = all) and each pair's signal kind."""
+    data = load_preferences(path, tokenizer, max_seq_length, cache_dir=None)[0].subset(max_samples)
+    kinds = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                kinds[str(row.get("id"))] = str(row.get("kind", "unknown"))
+    return data, [kinds.get(pair_id, "unknown") for pair_id in data.ids]
+
+
+def score(model, data: PreferenceData, kinds: list[str], pad_id: int, device, batch_size: int,
+          max_seq_length: int) -> dict:
+    """Accuracy and mean margin, overall and per kind, and each pair's margin (nats)."""
+    values = pair_logprobs(model, data, pad_id, pairs_per_batch=max(1, batch_size // 2), capacity=max_seq_length,
+                           device=device)
+    margins = values["chosen"] - values["rejected"]
+    result = _summary(margins)
+    result["per_kind"] = {kind: _summary(margins[[k == kind for k in kinds]]) for kind in sorted(set(kinds))}
+    result["margins"] = [round(float(m), 4) for m in margins]
+    return result
+
+
+def _summary(margins: np.ndarray) -> dict:
+    return {"pairs": int(len(margins)), "accuracy": float((margins > 0).mean()) if len(margins) else None,
+            "mean_margin": float(margins.mean()) if len(margins) else None}
+
+
+def markdown(section: dict) -> str:
+    lines = ["## Preference accuracy", "",
+             (f"Held-out preference pairs `{section['file']}`: {section['pairs']:,}. Accuracy: share of pairs where "
+              "the model gives the chosen reply a higher log-probability than the rejected one; margin: mean "
+              "difference of the two summed log-probabilities (nats)."), "",
+             "| model | kind | pairs | accuracy | mean margin |", "|---|---|---:|---:|---:|"]
+    for name, model in section["models"].items():
+        for kind, m in {"all": model, **model["per_kind"]}.items():
+            lines.append(f"| {name} | {kind} | {m['pairs']:,} | {_pct(m['accuracy'])} | {_num(m['mean_margin'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(section: dict) -> list[str]:
+    lines = [f"{'model':<32} {'preference pairs':>16} {'accuracy':>9} {'mean margin':>12}"]
+    for name, m in section["models"].items():
+        lines.append(f"{name:<32} {m['pairs']:>16} {_pct(m['accuracy']):>9} {_num(m['mean_margin']):>12}")
+    return lines
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
