@@ -37,9 +37,11 @@ log = get_logger(__name__)
 Observer = Callable[[dict], str | None]
 
 
-def _finite(record: dict) -> dict:
-    # NaN and Infinity are not JSON: a browser's JSON.parse rejects the whole line.
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+def _finite(value):
+    # NaN and Infinity are not JSON: a browser's JSON.parse rejects the whole line (a diverged loss is null).
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def error_line(exc: BaseException) -> str:

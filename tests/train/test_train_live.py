@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from rhizome.runs import HEARTBEAT_FILE, METRICS_FILE, RUN_STATE_FILE, STOP_FILE
 from rhizome.train.config import TrainConfig
-from rhizome.train.live import Heartbeat
+from rhizome.train.live import Heartbeat, MetricsLog
 from rhizome.train.loop import FineTune
 
 
@@ -101,6 +101,18 @@ def test_the_heartbeat_is_rewritten_until_closed(tmp_path):
     closed = (tmp_path / HEARTBEAT_FILE).read_text()
     time.sleep(0.15)
     assert (tmp_path / HEARTBEAT_FILE).read_text() == closed
+
+
+def test_a_diverged_loss_is_written_as_null_so_every_line_stays_json(tmp_path):
+    log = MetricsLog(tmp_path, resumed_step=0)
+    log.append({"kind": "train", "step": 1, "loss": float("nan"), "grad_norm": float("inf"), "lr": 1e-4})
+    log.close()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    line = json.loads((tmp_path / METRICS_FILE).read_text(), parse_constant=refuse)
+    assert line == {"kind": "train", "step": 1, "loss": None, "grad_norm": None, "lr": 1e-4}
 
 
 def test_a_stop_file_stops_with_a_checkpoint_and_the_rerun_ends_like_an_uninterrupted_run(
