@@ -34,6 +34,12 @@ def _main(argv) -> int:
     print(f"\n{steps.table()}\n")
     splits = ", ".join(f"{name} {n}" for name, n in metadata["splits"].items())
     print(f"Wrote {metadata['total_pairs']} pairs ({splits}) to {config.output_dir}/")
+    preferences = metadata["preferences"]
+    if preferences["kept"]:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in preferences["mined"].items())
+        splits = ", ".join(f"{name} {sum(k.values())}" for name, k in preferences["splits"].items())
+        print(f"Wrote {preferences['kept']} preference pairs ({kinds}; {splits}) to "
+              f"{config.output_dir}/dataset_preferences_*.jsonl: train_script.py --method dpo")
     if metadata["secrets_redacted"]:
         print("Secrets redacted: " + ", ".join(f"{k} {v}" for k, v in metadata["secrets_redacted"].items()))
     if metadata["personal_data_redacted"]:

@@ -4,13 +4,16 @@
 
 Writes, byte for byte the same on every run:
     conversations.json          ChatGPT export (a list of conversations, each a message tree)
+    message_feedback.json       ChatGPT export: the person's thumbs up / down, by message id
     conversations2.json         Claude export (the original tool's name for it)
     custom_conversations.json   the original README's custom format
     chat.jsonl                  Hugging Face chat format, one conversation per line
 
 The exports carry what real ones do around the visible turns, so the demo
-exercises the importer: hidden system messages, custom instructions, a
-regenerated answer and an edited question (abandoned branches), a Python tool
+exercises the importer: hidden system messages, custom instructions,
+regenerated answers and edited questions (abandoned branches, which the
+formatter turns into preference pairs with the ratings of
+``message_feedback.json``: see ``FEEDBACK`` and ``PREFERENCE_TRUTH``), a Python tool
 call and its output, web browsing, reasoning, an image upload, a conversation
 without ``current_node``; on the Claude side thinking and tool blocks, a
 message with only flat ``text`` and an edit recorded through parent links.
@@ -272,19 +275,34 @@ def chatgpt_export() -> list[dict]:
     conversations.append(chatgpt_conversation(key, "Sturmey-Archer AW slipping in 2nd", 1718965800.0, tree, "a2",
                                               "gpt-4o"))
 
-    conversations.append(linear("cold-set", "Spreading a steel frame to 130 mm", 1720342800.0, [
-        "My 1980s steel road frame has 126 mm rear spacing and I want a modern 130 mm wheel. Can I cold set it?",
-        "Yes, a 4 mm spread is routine for a steel frame with standard tubing. The tidy way is to bend each side "
-        "2 mm by pulling the stays outward with a threaded rod or a long lever, checking with a string from the "
-        "rear dropouts around the head tube that the distance to the seat tube stays equal on both sides. Take "
-        "it slowly and overbend a little, because steel springs back. Once the width is right, check that the "
-        "dropouts are parallel again with dropout alignment tools, or the axle will be stressed.",
-        "Do I need to worry about the derailleur hanger after that?",
-        "Yes, check it, because spreading the stays tilts the dropouts slightly and the hanger with them. A "
-        "hanger alignment gauge will show whether it is parallel to the wheel; bend it back carefully if it is "
-        "out by more than a couple of millimetres at the rim. An aligned hanger makes indexed shifting much "
-        "more precise, so it is worth the ten minutes even if shifting seems fine.",
-    ], "gpt-4o"))
+    key = "cold-set"
+    tree = [
+        (node(key, "system", "system", text_content(""), metadata=HIDDEN), None),
+        (node(key, "q1", "user", text_content(
+            "My 1980s steel road frame has 126 mm rear spacing and I want a modern 130 mm wheel. Can I cold set "
+            "it?")), "system"),
+        (node(key, "a1", "assistant", text_content(
+            "Yes, a 4 mm spread is routine for a steel frame with standard tubing. The tidy way is to bend each "
+            "side 2 mm by pulling the stays outward with a threaded rod or a long lever, checking with a string "
+            "from the rear dropouts around the head tube that the distance to the seat tube stays equal on both "
+            "sides. Take it slowly and overbend a little, because steel springs back. Once the width is right, "
+            "check that the dropouts are parallel again with dropout alignment tools, or the axle will be "
+            "stressed."), model="gpt-4o"), "q1"),
+        # The question sent with a typo, answered, then edited: a near-identical prompt, so a preference pair.
+        (node(key, "q2-typo", "user", text_content("Do I need to worry about the derailer hanger after that?")),
+         "a1"),
+        (node(key, "a2-typo", "assistant", text_content(
+            "Probably not. Hangers are tough, and if shifting feels fine you can leave it alone."), model="gpt-4o"),
+         "q2-typo"),
+        (node(key, "q2", "user", text_content("Do I need to worry about the derailleur hanger after that?")), "a1"),
+        (node(key, "a2", "assistant", text_content(
+            "Yes, check it, because spreading the stays tilts the dropouts slightly and the hanger with them. A "
+            "hanger alignment gauge will show whether it is parallel to the wheel; bend it back carefully if it is "
+            "out by more than a couple of millimetres at the rim. An aligned hanger makes indexed shifting much "
+            "more precise, so it is worth the ten minutes even if shifting seems fine."), model="gpt-4o"), "q2"),
+    ]
+    conversations.append(chatgpt_conversation(key, "Spreading a steel frame to 130 mm", 1720342800.0, tree, "a2",
+                                              "gpt-4o"))
 
     conversations.append(linear("wax-moth", "Storing comb without wax moth", 1727078400.0, [
         "How do I store drawn comb over winter so the wax moth does not destroy it?",
@@ -328,6 +346,22 @@ def chatgpt_export() -> list[dict]:
         "and a sagging saddle cannot be saved by tensioning alone.",
     ], "gpt-4o"))
     return conversations
+
+
+# (conversation key, node name, rating): a thumbs up on a reply that was kept over a regenerated one, a thumbs
+# down on a regenerated-away reply, and a thumbs up on a reply with no alternative (no pair can come of it).
+FEEDBACK = [("demaree", "a1", "thumbsUp"), ("lions-mane", "a2-old", "thumbsDown"), ("brooks", "turn-1", "thumbsUp")]
+# What the formatter must mine from the ChatGPT export above, by kind, and what it must leave out, by reason: the two
+# regenerations are rated (so their kind is "rating"), the typo edit of "cold-set" pairs, the rewritten question of
+# "oyster-straw" does not (a new question, not a judgement of the old reply).
+PREFERENCE_TRUTH = {"mined": {"rating": 2, "edit": 1}, "dropped": {"edit_prompt_changed": 1},
+                    "ratings": 3, "ratings_without_alternative": 1}
+
+
+def message_feedback() -> list[dict]:
+    return [{"id": uid("feedback", key, name), "conversation_id": uid(key), "user_id": "user-sample",
+             "message_id": uid(key, name), "rating": rating, "create_time": 1733000000.0 + i, "workspace_id": None,
+             "content": "{}", "storage_protected": False} for i, (key, name, rating) in enumerate(FEEDBACK)]
 
 
 # --------------------------------------------------------------------------- Claude
@@ -592,14 +626,16 @@ def chat_jsonl() -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default=str(Path(__file__).resolve().parent),
-                        help="folder for the four files (default: samples/)")
+                        help="folder for the five files (default: samples/)")
     out = Path(parser.parse_args(argv).out_dir)
     # The services write their exports as one long line; so do we.
     atomic.write_json(out / "conversations.json", chatgpt_export(), indent=None)
+    atomic.write_json(out / "message_feedback.json", message_feedback(), indent=None)
     atomic.write_json(out / "conversations2.json", claude_export(), indent=None)
     atomic.write_json(out / "custom_conversations.json", custom_conversations())
     atomic.write_jsonl(out / "chat.jsonl", chat_jsonl())
-    for name in ("conversations.json", "conversations2.json", "custom_conversations.json", "chat.jsonl"):
+    for name in ("conversations.json", "message_feedback.json", "conversations2.json", "custom_conversations.json",
+                 "chat.jsonl"):
         print(f"wrote {out / name} ({(out / name).stat().st_size} bytes)")
     return 0
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rhizome.train.dpo import PreferenceData, load_preferences, pair_logprobs, preference_file
+from rhizome.train.dpo import PreferenceData, has_pairs, load_preferences, pair_logprobs, preference_file
 
 
 def test_file(config) -> Path | None:
-    """The preference test file: ``--preference-file``, else the one beside ``--test-file`` when it exists."""
+    """The preference test file: ``--preference-file``, else the one beside ``--test-file`` when it holds pairs."""
     if config.preference_file:
         return Path(config.preference_file)
     path = preference_file(config.test_file, "test")
-    return path if path.is_file() else None
+    return path if has_pairs(path) else None
 
 
 def load(path: Path, tokenizer, max_seq_length: int, max_samples: int) -> tuple[PreferenceData, list[str]]:

@@ -57,9 +57,9 @@ class StepLog:
         return [record.as_metadata() for record in self.records]
 
     def table(self) -> str:
-        lines = [f"{'step':<10} {'in':>8} {'out':>8} {'seconds':>8}  notes"]
+        lines = [f"{'step':<12} {'in':>8} {'out':>8} {'seconds':>8}  notes"]
         for r in self.records:
             notes = ", ".join(f"{k} {v}" for k, v in {**r.details, **r.varying}.items()
                               if isinstance(v, (int, float, str)) and v)
-            lines.append(f"{r.name:<10} {r.count_in:>8} {r.count_out:>8} {r.seconds:>8.1f}  {notes}")
+            lines.append(f"{r.name:<12} {r.count_in:>8} {r.count_out:>8} {r.seconds:>8.1f}  {notes}")
         return "\n".join(lines)

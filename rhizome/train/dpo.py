@@ -80,6 +80,15 @@ def preference_file(train_file: str, split: str) -> Path:
     return path.with_name(FILE_PATTERN.format(split=split))
 
 
+def has_pairs(path: str | Path) -> bool:
+    """Whether ``path`` exists and holds a line (a split can be written empty when it got no pair)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return any(line.strip() for line in handle)
+    except OSError:
+        return False
+
+
 def read_preference_pairs(path: str | Path) -> list[dict]:
     """A preference JSONL file (TRL's conversational format) -> two chat pairs per line, the chosen reply's and the
     rejected reply's, ids ``<id>\\x1fchosen`` / ``<id>\\x1frejected``; errors name the file and line."""
@@ -309,11 +318,11 @@ class DPOTune(FineTune):
         self.train_data = self.pairs.samples
         self.train_digest = atomic.file_sha256(c.train_file)
         self.val_pairs = None
-        if c.validation_file and Path(c.validation_file).exists():
+        if c.validation_file and has_pairs(c.validation_file):
             self.val_pairs = load_preferences(c.validation_file, self.tokenizer, c.max_seq_length,
                                               cache_dir=cache_dir)[0].subset(c.eval_samples)
         else:
-            log.warning("no validation file at %s: evaluation and best-checkpoint selection are skipped",
+            log.warning("no validation pairs in %s: evaluation and best-checkpoint selection are skipped",
                         c.validation_file)
         self.val_data = self.val_pairs.samples if self.val_pairs is not None else None
         self.sampler = ThemeWeightedSampler(self.pairs.weights, seed=c.seed, weighted=c.use_theme_weighting,

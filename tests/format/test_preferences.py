@@ -137,3 +137,32 @@ def test_no_preferences_writes_none_and_removes_stale_files(export, tmp_path):
     run(FormatConfig(inputs=[str(export / "conversations.json")], output_dir=str(out), preferences=False,
                      input_memory_texts=str(tmp_path / "none.npy"), cache_dir=str(tmp_path / "cache")))
     assert not list(out.glob("dataset_preferences_*"))
+
+
+def test_every_regeneration_edit_and_rating_of_the_sample_export_is_mined_as_the_generator_says(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from rhizome.format.clean import clean_conversation
+    from rhizome.ingest import load_conversations
+    from rhizome.ingest.preferences import load_feedback
+
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    spec = importlib.util.spec_from_file_location("make_conversations", samples / "make_conversations.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.main([str(tmp_path)]) == 0
+    assert (tmp_path / "message_feedback.json").read_bytes() == (samples / "message_feedback.json").read_bytes()
+
+    ratings = load_feedback([samples / "conversations.json"])
+    stats = PreferenceStats()
+    found = [p for c in load_conversations([samples / "conversations.json"])
+             for p in mine(clean_conversation(c), ratings, stats)]
+    truth = generator.PREFERENCE_TRUTH
+    assert dict(stats.mined) == truth["mined"] and dict(stats.dropped) == truth["dropped"]
+    assert len(ratings) == truth["ratings"]
+    assert stats.ratings_without_alternative == truth["ratings_without_alternative"]
+    assert {p.rejected for p in found} == {"A Demaree is a way to separate the queen from the brood. Put her below "
+                                           "and the brood above.", "When it is fully colonised.",
+                                           "Probably not. Hangers are tough, and if shifting feels fine you can leave "
+                                           "it alone."}

@@ -40,4 +40,4 @@ def test_samples_import_without_errors_and_without_their_traps():
                  "A fixed-cup spanner.", "fisher_exact", "Thought for 9 seconds", "classic Trichoderma",
                  "not supported on your current device", "Use metric units", "Searching the web"):
         assert trap not in texts
-    assert report.filtered["off_branch"] == 6
+    assert report.filtered["off_branch"] == 8
