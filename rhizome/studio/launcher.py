@@ -30,7 +30,7 @@ POLL_SECONDS = 1.0
 
 
 class JobConflict(UserError):
-    """A second job for a run that already has one queued or running."""
+    """A second queued job for the same run."""
 
 
 @dataclass
@@ -67,8 +67,9 @@ class Launcher:
     def submit(self, kind: str, run_name: str, argv: Sequence[str]) -> Job:
         job = Job(kind, run_name, list(argv))
         with self._wake:
-            if any(j.run_name == run_name for j in self.jobs()):
-                raise JobConflict(f"{run_name} already has a job queued or running; stop it first")
+            # A job for a run whose process is still ending (it has written "stopped") waits behind it, as any job.
+            if any(j.run_name == run_name for j in self.queue):
+                raise JobConflict(f"{run_name} already has a job queued; wait for it, or stop it to take it off")
             self.queue.append(job)
             self._wake.notify_all()
         return job

@@ -33,7 +33,7 @@ def test_one_job_at_a_time_the_next_starts_when_it_ends(tmp_path):
         _wait(lambda: first.state == "running")
         assert second.state == "queued" and [j.run_name for j in launcher.jobs()] == ["a", "b"]
         with pytest.raises(JobConflict):
-            launcher.submit("evaluate", "a", _script("pass"))
+            launcher.submit("evaluate", "b", _script("pass"))
         _wait(lambda: second.state == "done")
         assert first.state == "done" and list(first.output) == ["first"]
         assert list(second.output) == [f"second in {tmp_path}"]  # run in the working folder
