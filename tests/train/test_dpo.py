@@ -148,7 +148,7 @@ def test_dpo_run_learns_the_preferences_and_resumes_exactly_after_kill_9(tiny_mo
     assert evals[0]["reward_accuracy"] == 0.0 and evals[0]["loss"] == pytest.approx(np.log(2))  # policy == reference
     second_epoch = [m for m in history["train"] if m["step"] > 12]
     assert np.mean([m["reward_accuracy"] for m in second_epoch]) > 0.6  # it learns the training preferences
-    assert np.mean([m["reward_margin"] for m in second_epoch]) > 0
+    assert np.median([m["reward_margin"] for m in second_epoch]) > 0
     state = json.loads((reference / "run.json").read_text())
     assert state["status"] == "finished" and state["step"] == state["total_steps"] == 24
     metrics = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
