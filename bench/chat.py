@@ -490,8 +490,9 @@ def bench_threads(seconds: float = 6.0) -> None:
         print(f"  beside Kokoro, {name}: {rate:.1f} tok/s ({rate / alone:.2f}x alone), Kokoro {clips:.2f} texts/s")
 
 
-def bench_voice(memory_dir: str, conversations: int) -> None:
-    """End of speech to first audio through the page's own handlers, default settings, speech on."""
+def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> None:
+    """End of speech to first audio through the page's own handlers, default settings but the reply's length (the
+    page waits for the whole reply to be spoken, and the first clause does not depend on it), speech on."""
     from rhizome.chat.app import ChatPage
     from rhizome.chat.session import ChatSession
     from rhizome.chat.stt import load_stt
@@ -501,6 +502,9 @@ def bench_voice(memory_dir: str, conversations: int) -> None:
     session = ChatSession.from_config(config)
     tts, stt = load_tts("kokoro"), load_stt("whisper")
     page = ChatPage(session, stt=stt, tts=tts, speak=True)
+    if not page.stream_audio:
+        print("(no ffmpeg on PATH: the page would hand the spoken reply over whole; timed here as streamed, as with it)")
+        page.stream_audio = True
     chats = [CONVERSATIONS[i % len(CONVERSATIONS)] for i in range(conversations)]
     spoken = {q: tts.speak(q) for questions in chats for q in questions}
     lengths = [len(samples) / rate for rate, samples in spoken.values()]
@@ -511,11 +515,12 @@ def bench_voice(memory_dir: str, conversations: int) -> None:
         for turn, question in enumerate(questions):
             text, _ = page.transcribe(spoken[question])
             history = history + [{"role": "user", "content": text}]
-            *_, (history, *_) = page.reply(history, config.temperature, config.max_new_tokens, speak=True)
+            *_, (history, *_) = page.reply(history, config.temperature, max_new_tokens, speak=True)
             timings[turn].append(page.last_timing)
             session.model.wait_prepared()  # the user listens to the reply before asking again
     print(f"\nVoice to voice: {session.model.engine}, {tts.name}, {stt.name}; {len(chats)} conversations of "
-          f"{len(chats[0])} spoken questions ({min(lengths):.1f}-{max(lengths):.1f} s of speech), default settings; "
+          f"{len(chats[0])} spoken questions ({min(lengths):.1f}-{max(lengths):.1f} s of speech), default settings, "
+          f"replies of up to {max_new_tokens} tokens; "
           f"from the recording reaching the page to the first clause synthesised; medians; load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"{'turn':>4} {'speech to text s':>17} {'first token s':>14} {'voice to voice s':>17} {'prefilled tok':>14}")
@@ -588,7 +593,7 @@ def main() -> None:
     if run["threads"]:
         bench_threads()
     if run["voice"]:
-        bench_voice(args.memory_dir, args.conversations)
+        bench_voice(args.memory_dir, args.conversations, args.max_new_tokens)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ What the page shows names files relative to the working folder (:func:`hide_path
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,7 +90,8 @@ class TurnTiming:
 
     speech_to_text_s: float | None = None
     first_token_s: float | None = None
-    first_audio_s: float | None = None  # the first clause synthesised: its first sample can play
+    # when the reply's first sample can play: its first clause synthesised (streamed), or all of it (no ffmpeg)
+    first_audio_s: float | None = None
     prompt_tokens: int = 0
     reused_tokens: int = 0
     decode_tokens_per_s: float = 0.0
@@ -201,6 +203,9 @@ class ChatPage:
         self.status = [hide_paths(line) for line in status]
         self.voice = voice if tts is not None and voice in tts.voices else getattr(tts, "default_voice", "")
         self.speak = bool(speak and tts is not None)
+        # Gradio encodes a streamed audio output with the ffmpeg program; without it the spoken reply is one clip,
+        # handed over when all of it is synthesised.
+        self.stream_audio = shutil.which("ffmpeg") is not None
         self._stops: dict[str, threading.Event] = {}
         self._heard: dict[str, tuple[float, float]] = {}  # per tab: (recording received, speech-to-text seconds)
         self.last_timing: TurnTiming | None = None  # the latest reply's, as its status line shows it
@@ -253,7 +258,7 @@ class ChatPage:
                 audio = None
                 if voice_out is not None:
                     voice_out.feed(reply)
-                    audio = voice_out.ready()
+                    audio = voice_out.ready() if self.stream_audio else None
                 if shown_sources is None:
                     shown_sources = sources_markdown(hits)
                     yield list(chat), shown_sources, audio, gr.skip()
@@ -266,7 +271,9 @@ class ChatPage:
             stats = self.session.model.last_stats
             timing.prompt_tokens, timing.reused_tokens = stats.prompt_tokens, stats.reused_tokens
             timing.decode_tokens_per_s = stats.decode_tokens_per_s
-            timing.first_audio_s = voice_out.first_audio_s if voice_out is not None else None
+            if voice_out is not None:
+                timing.first_audio_s = (voice_out.first_audio_s if self.stream_audio
+                                        else time.perf_counter() - started)
             self.last_timing = timing
             status = " · ".join(self.status + [timing.line()])
             yield chat, shown_sources or sources_markdown([]), audio, status
@@ -338,7 +345,7 @@ def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 25
                 sources = gr.Markdown(NO_SOURCES, elem_id="sources", container=True)
                 # Streaming: each piece of the reply plays as soon as it is synthesised, not the whole at the end.
                 spoken = gr.Audio(label="Spoken reply", elem_id="spoken-reply", autoplay=True, interactive=False,
-                                  streaming=True, visible=page.tts is not None)
+                                  streaming=page.stream_audio, visible=page.tts is not None)
                 with gr.Accordion("Settings", open=True):
                     speak = gr.Checkbox(page.speak, label="Speak replies", elem_id="speak",
                                         visible=page.tts is not None)

@@ -212,3 +212,36 @@ def test_microphone_recording_is_transcribed_and_sent(served, browser, question_
     # The recording starts mid-loop, so Whisper hears the question cut and joined to itself: one word of four
     # may come out wrong (seen: "cog" as "card"); the upload test above checks the clean transcript.
     assert len({"bike", "chain", "skip", "cog"} & words) >= 3, words
+
+
+@pytest.fixture(scope="module")
+def served_speaking(tiny_chat_model_dir, small_memory_dir):
+    """The page with speech out on (the shipped Kokoro), for the streamed spoken reply."""
+    _require_browser()
+    from rhizome.chat.tts import load_tts
+
+    chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
+    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
+    session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
+    tts = load_tts("kokoro")
+    page = ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
+    app = build_app(page, temperature=1.0, max_new_tokens=48)
+    url, _ = launch(app, chat_config)
+    yield Served(url, model)
+    app.close()
+
+
+def test_spoken_reply_streams_into_the_audio_player_and_the_status_line_times_it(served_speaking, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(served_speaking.url)
+    box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+    box.send_keys("How should I check my bike chain?\n")
+    # The streamed pieces reach an <audio> the page can play while the reply is still being spoken.
+    playable = ("const a = document.querySelector('#spoken-reply audio');"
+                "return a ? [a.currentSrc || a.src || '', a.readyState, a.duration || 0] : null;")
+    src, ready, _ = _wait(browser, lambda d: (v := d.execute_script(playable)) and v[0] and v[1] > 0 and v, 90)
+    assert src
+    status = _wait(browser, lambda d: "first audio" in d.find_element(By.ID, "status").text
+                   and d.find_element(By.ID, "status").text, 90)
+    assert "Last reply: prompt" in status and "tokens/s" in status
