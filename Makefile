@@ -6,6 +6,9 @@ demo:  ## set up .venv if needed and run the whole pipeline on the bundled sampl
 chat:  ## the demo (seconds when it has run before), then the local chat page
 	bash scripts/demo.sh --chat
 
+studio: setup  ## the training studio (start, watch, stop, resume, compare runs) at http://127.0.0.1:7861
+	HF_HUB_OFFLINE=1 .venv/bin/python studio.py
+
 test:  ## set up .venv if needed and run the test suite (offline)
 	bash scripts/test.sh
 

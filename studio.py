@@ -16,7 +16,7 @@ from rhizome.errors import run_main
 from rhizome.log import setup_logging
 from rhizome.studio.chat import StudioChat
 from rhizome.studio.config import StudioConfig
-from rhizome.studio.page import StudioPage, build_studio
+from rhizome.studio.page import StudioPage, build_studio, quiet_queue
 
 
 def main(argv=None) -> int:
@@ -36,6 +36,7 @@ def _main(argv) -> int:
     page = StudioPage(".", chat, chat_page)
     app = build_studio(page, build_app(chat_page, title="Chat"), refresh_seconds=config.refresh_seconds)
     url, _ = launch(app, chat_config)
+    quiet_queue(app)
     print(f"Studio: {url} (Ctrl+C to stop the page; a training run keeps going)")
     app.block_thread()  # until Ctrl+C
     return 0
