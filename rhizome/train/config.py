@@ -25,7 +25,7 @@ TRACKERS = ("none", "tensorboard", "trackio", "mlflow")
 RESUMABLE_CHANGES = frozenset({
     "fresh", "logging_steps", "save_steps", "eval_steps", "save_total_limit", "verbose", "plots",
     "force_rebuild_cache", "use_cache", "cache_dir", "threads", "num_train_epochs", "max_steps", "output_dir",
-    "report_to",
+    "report_to", "compile",
 })
 
 
@@ -88,6 +88,10 @@ class TrainConfig:
                                      "(frozen base stored in bf16, LoRA weights and optimizer fp32; 4-bit bases use "
                                      "bf16 autocast), fp32 elsewhere (bf16 is emulated there)",
                             choices=["auto", "fp32", "bf16"])
+    compile: str = option("auto", "torch.compile the decoder layers (fused elementwise kernels, compiled once per run "
+                                  "and cached on disk): auto = on a CPU with native bf16, in bf16 with a plain base, for "
+                                  "plans of 50+ steps; a failed compilation warns and trains without it",
+                          choices=["auto", "on", "off"])
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, ~30% slower)")
     force_cpu: bool = option(False, "train on the CPU even when a GPU is available")
     threads: int = option(0, "CPU threads (0 = physical cores)")

@@ -43,6 +43,7 @@ from rhizome.log import get_logger, progress
 from rhizome.runs import CONFIG_FILE, STOP_FILE
 from rhizome.train import checkpoint as ckpt
 from rhizome.train.cache import load_or_tokenize
+from rhizome.train.compile import compile_for_run
 from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
 from rhizome.train.data import IGNORE_INDEX, TokenizedData
 from rhizome.train.fused import fuse_lora, linear_cross_entropy
@@ -109,6 +110,7 @@ class Speedups:
     bf16_weights: bool = True  # with bf16 precision and plain LoRA: frozen base stored in bf16, no autocast
     fused_lora: bool = True  # LoRA as one autograd function (rhizome.train.fused), not PEFT's op-by-op forward
     fused_loss: bool = True  # chunked LM head + cross-entropy, no [positions x vocabulary] fp32 logits
+    compile_layers: bool = True  # decoder layers through torch.compile where --compile says so (rhizome.train.compile)
 
 
 class CausalLMLoss(nn.Module):
@@ -198,6 +200,10 @@ class FineTune:
 
         self._load_data()
         self._plan()
+        self.compile_seconds, self.compile_label = compile_for_run(
+            c.compile if self.speedups.compile_layers else "off", self.model, self._forward,
+            device=self.device.kind, bf16=self.compute_dtype == torch.bfloat16, quantization=self.quantization,
+            steps=self.total_steps)
 
         self.optimizer = torch.optim.AdamW(self.trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
         from transformers import get_scheduler
@@ -380,7 +386,7 @@ class FineTune:
             f"Quantisation: {self.quantization_reason}",
             f"LoRA: r={c.lora_r} alpha={c.lora_alpha} dropout={c.lora_dropout} on {', '.join(lora_layers)}",
             f"Device: {self.device.describe() if self.device.kind != 'cpu' else f'CPU ({self.threads} threads)'}, "
-            f"precision {self._precision_label()}",
+            f"precision {self._precision_label()}, torch.compile {self.compile_label}",
             f"Batch: {c.per_device_train_batch_size} rows x {c.gradient_accumulation_steps} accumulation"
             + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
             + f" = {self.rows_per_step} rows per step, max_seq_length {c.max_seq_length}",

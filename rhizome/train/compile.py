@@ -1,0 +1,128 @@
+"""torch.compile of the decoder layers: inductor's CPU backend turns each layer's chains of elementwise ops
+(RMSNorm, RoPE, SiLU x up, residual adds, bf16 casts, their gradients) into a few fused C++ loops.
+
+What is compiled: every decoder layer, with dynamic shapes (packed rows vary in length from batch to batch, so
+one graph serves them all) and the fused LoRA function of ``fused.py`` traced inside it (forward and
+hand-written backward, so the adapter's casts and dropout mask fuse with the rest). The attention mask is built
+outside the layers, by transformers, as in eager mode. Layers share one graph: their parameters are inputs of the
+graph, not constants.
+
+Exactness: ``fallback_random`` keeps dropout's masks those of eager mode (the same seed gives the same masks), so
+a resume stays step-exact; fusion only changes where bf16 results are rounded (inductor computes an elementwise
+chain in fp32 and rounds once), which moves the loss by far less than bf16 itself does.
+
+Cost: compilation is paid once per process, in setup (``compile_decoder_layers`` runs a forward and backward on
+two small batches, one of plain and one of packed rows, so that a failure shows there and not mid-run). Inductor's
+FX graph cache keeps the generated code on disk (``compile_cache_dir()``), so a resume or a second run of the same
+model skips code generation and the C++ compiler. ``--compile auto`` compiles where that pays for itself: on a CPU
+that multiplies bf16 natively, in bf16 with a plain (not 4-bit) base, for a plan of at least ``AUTO_MIN_STEPS``
+steps. If compilation fails (no C++ compiler, an unsupported Python or platform), a warning says why and the
+run trains eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rhizome.device import cpu_has_bf16_matmul
+from rhizome.log import get_logger
+from rhizome.train.model import decoder_and_head, models_dir
+
+log = get_logger(__name__)
+
+# Optimizer steps of the plan from which --compile auto compiles: compilation (bench/train.py --compile-check)
+# costs about as much as this many steps save.
+AUTO_MIN_STEPS = 50
+
+
+def compile_cache_dir() -> Path:
+    """Inductor's on-disk cache, beside the models cache (TORCHINDUCTOR_CACHE_DIR wins when set)."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or models_dir().parent / "torch-compile")
+
+
+def compile_wanted(setting: str, *, device: str, bf16: bool, quantization: str, steps: int) -> tuple[bool, str]:
+    """(compile?, why) for --compile ``setting`` ("auto", "on", "off")."""
+    if setting == "off":
+        return False, "off"
+    if setting == "on":
+        return True, "on"
+    if device != "cpu":
+        return False, f"auto: not measured on {device}"
+    if not (bf16 and cpu_has_bf16_matmul()):
+        return False, "auto: fp32 or a CPU without native bf16"
+    if quantization != "none":
+        return False, "auto: 4-bit base"
+    if steps < AUTO_MIN_STEPS:
+        return False, f"auto: {steps} steps do not repay the compilation (from {AUTO_MIN_STEPS})"
+    return True, "auto"
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    decoder, _ = decoder_and_head(model)
+    return next(child for child in decoder.children() if isinstance(child, nn.ModuleList))
+
+
+def _warmup_batches() -> list[dict]:
+    ids = torch.arange(32, dtype=torch.long).reshape(2, 16)  # any valid token ids: only the shapes matter
+    plain = torch.arange(16).expand(2, 16)
+    packed = torch.cat([torch.arange(9), torch.arange(7)]).expand(2, 16)  # two samples a row: the masked path
+    return [{"input_ids": ids, "position_ids": positions.contiguous(), "labels": ids} for positions in (plain, packed)]
+
+
+def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Tensor]) -> float | None:
+    """Compile every decoder layer of ``model`` and compile them now, by ``forward`` (a batch dict to the summed
+    loss) and backward on two small batches. Returns the seconds it took, or None (with a warning, every layer back
+    to eager) when compilation fails."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    import torch.fx.experimental._config
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+    torch._inductor.config.fallback_random = True
+    # Without duck sizing a row length that happens to equal a model dimension (head_dim, kv heads) is not
+    # specialised to it, so one graph serves every length.
+    torch.fx.experimental._config.use_duck_shape = False
+    # Distinct graphs a layer legitimately needs: with and without a packed-rows mask, first layer (its input needs
+    # no gradient) and the others, training and no-grad evaluation, and a batch of one row: 16.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    layers = _layers(model)
+    started = time.perf_counter()
+    model.train()
+    try:
+        for layer in layers:
+            layer.compile(dynamic=True)
+        for batch in _warmup_batches():
+            forward(batch).backward()
+    except Exception as exc:  # noqa: BLE001 - any compiler failure (toolchain, platform, tracing) means: run eagerly
+        for layer in layers:
+            layer._compiled_call_impl = None
+        torch._dynamo.reset()
+        log.warning("torch.compile of the decoder layers failed, training without it (--compile off hides this): "
+                    "%s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    finally:
+        model.zero_grad(set_to_none=True)
+    # From now on a graph that fails to compile (evaluation's no-grad variant, a one-row batch) runs eagerly, with
+    # a warning, rather than stopping the run; not before, so that a failure above is seen and reported.
+    torch._dynamo.config.suppress_errors = True
+    return time.perf_counter() - started
+
+
+def compile_for_run(setting: str, model: nn.Module, forward: Callable[[dict], torch.Tensor], *,
+                    device: str, bf16: bool, quantization: str, steps: int) -> tuple[float | None, str]:
+    """Compile the decoder layers if --compile ``setting`` asks for it here: (seconds it took or None, what was done,
+    for the run's summary)."""
+    wanted, why = compile_wanted(setting, device=device, bf16=bf16, quantization=quantization, steps=steps)
+    if not wanted:
+        return None, f"off ({why})"
+    seconds = compile_decoder_layers(model, forward)
+    if seconds is None:
+        return None, "failed (see the warning above), eager"
+    return seconds, f"decoder layers compiled in {seconds:.0f} s ({why}; cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})"
