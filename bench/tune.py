@@ -17,8 +17,8 @@ killed study ends with its trials complete.
 
 Sizes scale with --scale (1 = the full run: 400 conversations, 16 trials of 32,000 tokens, 48 validation and
 160 test pairs; hours on 2 CPU cores). Results go to --out (bench/out/tune/): tune_bench.json, tune_bench.md,
-the studies' folders with their tuning_report.md and plots. Each stage reuses what an earlier run with the
-same settings wrote.
+the studies' folders with their tuning_report.md and plots (two copied to docs/ for the README). Each stage
+reuses what an earlier run with the same settings wrote.
 
     python bench/tune.py --scale 0.1 --max-seq-length 128   # the README's table: ~40 min on 2 busy cores
     python bench/tune.py                     # the full run
@@ -123,8 +123,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"ShareGPT subset: {s['conversations']} conversations → {s['splits']}; SmolLM2-135M-Instruct, "
         f"{s['trial_tokens']:,} training tokens per trial, {s['trials']} trials per study, max length "
-        f"{s['max_seq_length']}, {s['batch_size']} × 2 rows per step, validation {s['eval_samples']} pairs, test "
-        f"{s['test_samples']} pairs; --scale {s['scale']}.", "",
+        f"{s['max_seq_length']}, {s['batch_size']} × 2 rows per step, validation {s['eval_samples']} pairs (at most), "
+        f"test {s['test_pairs']} pairs ({s['test_tokens']:,} assistant tokens); --scale {s['scale']}.", "",
         "| | validation loss | test loss |", "|---|---:|---:|",
         f"| default settings, 3 seeds: mean ± sd (min–max) | {val['defaults']['mean']:.4f} ± "
         f"{val['defaults']['sd']:.4f} "
@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "tune")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs",
+                        help="where the pruned study's history and importance plots go for the README ('' = none)")
     args = parser.parse_args()
     setup_logging(False)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +213,8 @@ def main() -> None:
         return report["models"][name]["overall"]["loss"]
 
     result = {
-        "settings": {**settings, "scale": args.scale, "splits": formatted["splits"]},
+        "settings": {**settings, "scale": args.scale, "splits": formatted["splits"],
+                     "test_pairs": report["test"]["pairs"], "test_tokens": report["test"]["tokens"]},
         "pruned": pruned, "unpruned": unpruned, "defaults_seeds": seeds,
         "validation": {"defaults": spread([s["loss"] for s in seeds]), "tuned": pruned["best"]["loss"]},
         "test": {"defaults": spread([test_loss(s["run_dir"]) for s in seeds]), "tuned": test_loss(tuned_dir),
@@ -223,6 +226,10 @@ def main() -> None:
     atomic.write_json(args.out / "tune_bench.json", result)
     table = markdown(result)
     atomic.write_text(args.out / "tune_bench.md", table)
+    if str(args.docs):
+        for name in ("tuning_history.png", "tuning_importances.png"):
+            if (args.out / "study_pruned" / name).exists():
+                atomic.write_bytes(args.docs / name, (args.out / "study_pruned" / name).read_bytes())
     print(table)
     log.info("bench/tune.py: %.1f min", result["seconds"] / 60)
 
