@@ -15,8 +15,8 @@ Cost: compilation is paid once per process, in setup (``compile_decoder_layers``
 two small batches, one of plain and one of packed rows, so that a failure shows there and not mid-run). Inductor's
 FX graph cache keeps the generated code on disk (``compile_cache_dir()``), so a resume or a second run of the same
 model skips code generation and the C++ compiler. ``--compile auto`` compiles where that pays for itself: on a CPU
-that multiplies bf16 natively, in bf16 with a plain (not 4-bit) base, for a plan of at least ``AUTO_MIN_STEPS``
-steps. If compilation fails (no C++ compiler, an unsupported Python or platform), a warning says why and the
+that multiplies bf16 natively, in bf16 with a plain (not 4-bit) base, for a plan of at least ``AUTO_MIN_TOKENS``
+token slots (steps x rows per step x max length). If compilation fails (no C++ compiler, an unsupported Python or platform), a warning says why and the
 run trains eagerly.
 """
 
@@ -36,9 +36,9 @@ from rhizome.train.model import decoder_and_head, models_dir
 
 log = get_logger(__name__)
 
-# Optimizer steps of the plan from which --compile auto compiles: compilation (bench/train.py --compile-check)
-# costs about as much as this many steps save.
-AUTO_MIN_STEPS = 50
+# Token slots of the plan from which --compile auto compiles: about what it takes for the compiled steps to save
+# the compilation's time (bench/train.py, ours-bf16-compile vs ours-bf16).
+AUTO_MIN_TOKENS = 400_000
 
 
 def compile_cache_dir() -> Path:
@@ -46,7 +46,7 @@ def compile_cache_dir() -> Path:
     return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or models_dir().parent / "torch-compile")
 
 
-def compile_wanted(setting: str, *, device: str, bf16: bool, quantization: str, steps: int) -> tuple[bool, str]:
+def compile_wanted(setting: str, *, device: str, bf16: bool, quantization: str, tokens: int) -> tuple[bool, str]:
     """(compile?, why) for --compile ``setting`` ("auto", "on", "off")."""
     if setting == "off":
         return False, "off"
@@ -58,8 +58,8 @@ def compile_wanted(setting: str, *, device: str, bf16: bool, quantization: str, 
         return False, "auto: fp32 or a CPU without native bf16"
     if quantization != "none":
         return False, "auto: 4-bit base"
-    if steps < AUTO_MIN_STEPS:
-        return False, f"auto: {steps} steps do not repay the compilation (from {AUTO_MIN_STEPS})"
+    if tokens < AUTO_MIN_TOKENS:
+        return False, f"auto: a plan of {tokens:,} token slots does not repay the compilation (from {AUTO_MIN_TOKENS:,})"
     return True, "auto"
 
 
@@ -116,10 +116,10 @@ def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Ten
 
 
 def compile_for_run(setting: str, model: nn.Module, forward: Callable[[dict], torch.Tensor], *,
-                    device: str, bf16: bool, quantization: str, steps: int) -> tuple[float | None, str]:
+                    device: str, bf16: bool, quantization: str, tokens: int) -> tuple[float | None, str]:
     """Compile the decoder layers if --compile ``setting`` asks for it here: (seconds it took or None, what was done,
     for the run's summary)."""
-    wanted, why = compile_wanted(setting, device=device, bf16=bf16, quantization=quantization, steps=steps)
+    wanted, why = compile_wanted(setting, device=device, bf16=bf16, quantization=quantization, tokens=tokens)
     if not wanted:
         return None, f"off ({why})"
     seconds = compile_decoder_layers(model, forward)

@@ -90,7 +90,8 @@ class TrainConfig:
                             choices=["auto", "fp32", "bf16"])
     compile: str = option("auto", "torch.compile the decoder layers (fused elementwise kernels, compiled once per run "
                                   "and cached on disk): auto = on a CPU with native bf16, in bf16 with a plain base, for "
-                                  "plans of 50+ steps; a failed compilation warns and trains without it",
+                                  "plans long enough to repay the compilation (steps x rows x max length >= 400,000, "
+                                  "about 50 default steps); a failed compilation warns and trains without it",
                           choices=["auto", "on", "off"])
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, ~30% slower)")
     force_cpu: bool = option(False, "train on the CPU even when a GPU is available")

@@ -203,7 +203,7 @@ class FineTune:
         self.compile_seconds, self.compile_label = compile_for_run(
             c.compile if self.speedups.compile_layers else "off", self.model, self._forward,
             device=self.device.kind, bf16=self.compute_dtype == torch.bfloat16, quantization=self.quantization,
-            steps=self.total_steps)
+            tokens=self.total_steps * self.rows_per_step * c.max_seq_length)
 
         self.optimizer = torch.optim.AdamW(self.trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
         from transformers import get_scheduler
