@@ -78,12 +78,18 @@ AGREEMENT_PROMPTS = PROMPTS + [
 ]
 # Conversations for the turn and voice benchmarks: follow-up questions on one topic, as people ask them.
 CONVERSATIONS = [
-    ["What should I check on the first spring inspection of my hive?", "How do I know the queen is laying?",
-     "And what if I find no eggs at all?", "When should I add a second box?"],
-    ["Why does my bike chain skip on the big cog?", "How do I measure chain wear?",
-     "Should I replace the cassette too?", "How often should I clean the chain?"],
-    ["How warm should the fruiting room be for oyster mushrooms?", "What substrate works best at home?",
-     "How long until the first flush?", "Why are my mushrooms growing long thin stems?"],
+    ["It finally got warm this week. What should I check on the first spring inspection of my hive?",
+     "How can I tell that the queen is still laying, without having to find the queen herself?",
+     "And what should I do if I open the hive and find no eggs at all in any of the frames?",
+     "When is the right time to add a second box on top, and what happens if I add it too early?"],
+    ["My bike chain keeps skipping on the big cog when I climb. What is the most likely cause of that?",
+     "How do I measure chain wear at home if I do not have a proper chain checker tool?",
+     "If the chain is worn out, do I have to replace the cassette as well, or only the chain?",
+     "How often should I clean and oil the chain if I ride to work every day, also in the rain?"],
+    ["I am growing oyster mushrooms at home. How warm should the fruiting room be, and how humid?",
+     "What substrate works best at home if I cannot get hold of straw or hardwood sawdust?",
+     "How long does it usually take from inoculation until the first flush of mushrooms appears?",
+     "Why are my mushrooms growing long thin stems with tiny caps, and how can I fix it next time?"],
 ]
 SPEECH_TEXT = ("The first spring inspection should be short. Check for eggs and a laying queen, look at the "
                "stores, and close the hive again before the brood gets cold.")

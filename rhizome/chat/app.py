@@ -327,7 +327,8 @@ def build_app(page: ChatPage, temperature: float = 0.7, max_new_tokens: int = 25
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=CACHE_SWEEP_SECONDS) as app:
         gr.Markdown(f"## {title}")
         gr.Markdown("\n".join(f"- {line}" for line in page.notices), elem_id="notice", visible=bool(page.notices))
-        status = gr.Markdown(" · ".join(page.status), elem_id="status", visible=bool(page.status))
+        # Visible even when empty: each reply ends it with its timing.
+        status = gr.Markdown(" · ".join(page.status), elem_id="status")
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(elem_id="chatbot", label="Conversation", height=480, buttons=["copy"],

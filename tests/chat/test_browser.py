@@ -225,7 +225,7 @@ def served_speaking(tiny_chat_model_dir, small_memory_dir):
     session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
     tts = load_tts("kokoro")
     page = ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
-    app = build_app(page, temperature=1.0, max_new_tokens=48)
+    app = build_app(page, temperature=1.0, max_new_tokens=24)
     url, _ = launch(app, chat_config)
     yield Served(url, model)
     app.close()
@@ -240,8 +240,8 @@ def test_spoken_reply_streams_into_the_audio_player_and_the_status_line_times_it
     # The streamed pieces reach an <audio> the page can play while the reply is still being spoken.
     playable = ("const a = document.querySelector('#spoken-reply audio');"
                 "return a ? [a.currentSrc || a.src || '', a.readyState, a.duration || 0] : null;")
-    src, ready, _ = _wait(browser, lambda d: (v := d.execute_script(playable)) and v[0] and v[1] > 0 and v, 90)
-    assert src
+    _wait(browser, lambda d: (v := d.execute_script(playable)) and v[0] and v[1] > 0, 90)
+    # The page waits for the rest of the (random, long) reply to be spoken before its status line is final.
     status = _wait(browser, lambda d: "first audio" in d.find_element(By.ID, "status").text
-                   and d.find_element(By.ID, "status").text, 90)
+                   and d.find_element(By.ID, "status").text, 240)
     assert "Last reply: prompt" in status and "tokens/s" in status
