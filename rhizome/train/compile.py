@@ -11,13 +11,13 @@ Exactness: ``fallback_random`` keeps dropout's masks those of eager mode (the sa
 a resume stays step-exact; fusion only changes where bf16 results are rounded (inductor computes an elementwise
 chain in fp32 and rounds once), which moves the loss by far less than bf16 itself does.
 
-Cost: compilation is paid once per process, in setup (``compile_decoder_layers`` runs a forward and backward on
-two small batches, one of plain and one of packed rows, so that a failure shows there and not mid-run). Inductor's
+Cost: compilation is paid once per process, in setup (``compile_decoder_layers`` runs a forward and backward on a
+small batch of the run's kind of rows, packed or not, so that a failure shows there and not mid-run). Inductor's
 FX graph cache keeps the generated code on disk (``compile_cache_dir()``), so a resume or a second run of the same
 model skips code generation and the C++ compiler. ``--compile auto`` compiles where that pays for itself: on a CPU
 that multiplies bf16 natively, in bf16 with a plain (not 4-bit) base, for a plan of at least ``AUTO_MIN_TOKENS``
-token slots (steps x rows per step x max length). If compilation fails (no C++ compiler, an unsupported Python or platform), a warning says why and the
-run trains eagerly.
+token slots (steps x rows per step x max length). If compilation fails (no C++ compiler, an unsupported Python or
+platform), a warning says why and the run trains eagerly.
 """
 
 from __future__ import annotations
@@ -59,8 +59,24 @@ def compile_wanted(setting: str, *, device: str, bf16: bool, quantization: str, 
     if quantization != "none":
         return False, "auto: 4-bit base"
     if tokens < AUTO_MIN_TOKENS:
-        return False, f"auto: a plan of {tokens:,} token slots does not repay the compilation (from {AUTO_MIN_TOKENS:,})"
+        return False, f"auto: {tokens:,} token slots do not repay the compilation (from {AUTO_MIN_TOKENS:,})"
     return True, "auto"
+
+
+def configure_compiler() -> None:
+    """The settings of dynamo and inductor that compiled training relies on (process-wide)."""
+    import torch._dynamo
+    import torch._inductor.config
+    import torch.fx.experimental._config
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+    torch._inductor.config.fallback_random = True  # dropout masks drawn as in eager mode
+    # Without duck sizing a row length that happens to equal a model dimension (head_dim, kv heads) is not
+    # specialised to it, so one graph serves every length.
+    torch.fx.experimental._config.use_duck_shape = False
+    # Distinct graphs a layer legitimately needs: with and without a packed-rows mask, first layer (its input needs
+    # no gradient) and the others, training and no-grad evaluation, and a batch of one row: 16.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:
@@ -68,38 +84,28 @@ def _layers(model: nn.Module) -> nn.ModuleList:
     return next(child for child in decoder.children() if isinstance(child, nn.ModuleList))
 
 
-def _warmup_batches() -> list[dict]:
+def _warmup_batch(packed: bool) -> dict:
     ids = torch.arange(32, dtype=torch.long).reshape(2, 16)  # any valid token ids: only the shapes matter
-    plain = torch.arange(16).expand(2, 16)
-    packed = torch.cat([torch.arange(9), torch.arange(7)]).expand(2, 16)  # two samples a row: the masked path
-    return [{"input_ids": ids, "position_ids": positions.contiguous(), "labels": ids} for positions in (plain, packed)]
+    # Two samples a row take transformers' block-diagonal mask, one sample a row plain causal attention.
+    positions = torch.cat([torch.arange(9), torch.arange(7)]) if packed else torch.arange(16)
+    return {"input_ids": ids, "position_ids": positions.expand(2, 16).contiguous(), "labels": ids}
 
 
-def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Tensor]) -> float | None:
-    """Compile every decoder layer of ``model`` and compile them now, by ``forward`` (a batch dict to the summed
-    loss) and backward on two small batches. Returns the seconds it took, or None (with a warning, every layer back
-    to eager) when compilation fails."""
+def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Tensor], packed: bool) -> float | None:
+    """Put every decoder layer of ``model`` through torch.compile and compile now, by running ``forward`` (a batch
+    dict to the summed loss) and backward on a small batch of ``packed`` rows (the graphs the run's batches take;
+    a batch of the other kind, rare with packing, compiles its own the first time). Returns the seconds it took, or
+    None (with a warning, every layer back to eager) when compilation fails."""
     import torch._dynamo
-    import torch._inductor.config
 
-    import torch.fx.experimental._config
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
-    torch._inductor.config.fallback_random = True
-    # Without duck sizing a row length that happens to equal a model dimension (head_dim, kv heads) is not
-    # specialised to it, so one graph serves every length.
-    torch.fx.experimental._config.use_duck_shape = False
-    # Distinct graphs a layer legitimately needs: with and without a packed-rows mask, first layer (its input needs
-    # no gradient) and the others, training and no-grad evaluation, and a batch of one row: 16.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+    configure_compiler()
     layers = _layers(model)
     started = time.perf_counter()
     model.train()
     try:
         for layer in layers:
             layer.compile(dynamic=True)
-        for batch in _warmup_batches():
-            forward(batch).backward()
+        forward(_warmup_batch(packed)).backward()
     except Exception as exc:  # noqa: BLE001 - any compiler failure (toolchain, platform, tracing) means: run eagerly
         for layer in layers:
             layer._compiled_call_impl = None
@@ -115,14 +121,14 @@ def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Ten
     return time.perf_counter() - started
 
 
-def compile_for_run(setting: str, model: nn.Module, forward: Callable[[dict], torch.Tensor], *,
+def compile_for_run(setting: str, model: nn.Module, forward: Callable[[dict], torch.Tensor], *, packed: bool,
                     device: str, bf16: bool, quantization: str, tokens: int) -> tuple[float | None, str]:
     """Compile the decoder layers if --compile ``setting`` asks for it here: (seconds it took or None, what was done,
     for the run's summary)."""
     wanted, why = compile_wanted(setting, device=device, bf16=bf16, quantization=quantization, tokens=tokens)
     if not wanted:
         return None, f"off ({why})"
-    seconds = compile_decoder_layers(model, forward)
+    seconds = compile_decoder_layers(model, forward, packed)
     if seconds is None:
         return None, "failed (see the warning above), eager"
     return seconds, f"decoder layers compiled in {seconds:.0f} s ({why}; cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})"

@@ -202,8 +202,8 @@ class FineTune:
         self._plan()
         self.compile_seconds, self.compile_label = compile_for_run(
             c.compile if self.speedups.compile_layers else "off", self.model, self._forward,
-            device=self.device.kind, bf16=self.compute_dtype == torch.bfloat16, quantization=self.quantization,
-            tokens=self.total_steps * self.rows_per_step * c.max_seq_length)
+            packed=c.use_sequence_packing, device=self.device.kind, bf16=self.compute_dtype == torch.bfloat16,
+            quantization=self.quantization, tokens=self.total_steps * self.rows_per_step * c.max_seq_length)
 
         self.optimizer = torch.optim.AdamW(self.trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
         from transformers import get_scheduler
