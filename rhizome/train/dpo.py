@@ -206,16 +206,20 @@ def _chunk_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 def reply_logprobs(model, data: TokenizedData, rows: list[list[int]], pad_id: int,
                    device: torch.device | str = "cpu") -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """(sample indices, summed log-probability of each one's reply tokens, how many tokens) for the samples packed
-    in ``rows``. Gradients flow when enabled; the LM head runs in checkpointed chunks of labelled positions."""
+    """(the sample of each place in ``rows``, row by row; the summed log-probability of its reply tokens; how many
+    tokens), one entry per place: weighted sampling can put one pair twice in a batch, and each copy counts.
+    Gradients flow when enabled; the LM head runs in checkpointed chunks of labelled positions."""
     batch = collate(data, rows, pad_id)
     segments = np.full(batch["labels"].shape, -1, dtype=np.int64)
+    places = [i for row in rows for i in row]
+    place = 0
     for r, row in enumerate(rows):
         at = 0
         for i in row:
             n = int(data.offsets[i + 1] - data.offsets[i])
-            segments[r, at:at + n] = i
+            segments[r, at:at + n] = place
             at += n
+            place += 1
     decoder, head = decoder_and_head(model)
     # No attention mask and no cache: transformers then masks attention block-diagonally per packed sample.
     hidden = decoder(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
@@ -229,11 +233,10 @@ def reply_logprobs(model, data: TokenizedData, rows: list[list[int]], pad_id: in
         chunks.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False) if torch.is_grad_enabled()
                       else _chunk_logprobs(*args))
     token_logprobs = torch.cat(chunks)
-    samples = sorted({i for row in rows for i in row})
-    local = torch.from_numpy(np.searchsorted(samples, segments[keep.cpu().numpy()])).to(device)
-    sums = torch.zeros(len(samples), dtype=torch.float32, device=device).index_add(0, local, token_logprobs)
-    counts = torch.bincount(local, minlength=len(samples))
-    return samples, sums, counts
+    local = torch.from_numpy(segments[keep.cpu().numpy()]).to(device)
+    sums = torch.zeros(len(places), dtype=torch.float32, device=device).index_add(0, local, token_logprobs)
+    counts = torch.bincount(local, minlength=len(places))
+    return places, sums, counts
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
@@ -409,9 +412,11 @@ class DPOTune(FineTune):
         for pairs, rows in batches:
             with self._autocast():
                 samples, sums, counts = reply_logprobs(self.model, data.samples, rows, self.pad_id, self.torch_device)
-            where = {s: j for j, s in enumerate(samples)}
-            chosen = torch.tensor([where[int(data.chosen[k])] for k in pairs], device=sums.device)
-            rejected = torch.tensor([where[int(data.rejected[k])] for k in pairs], device=sums.device)
+            free: dict[int, list[int]] = {}
+            for j, sample in enumerate(samples):
+                free.setdefault(sample, []).append(j)
+            chosen = torch.tensor([free[int(data.chosen[k])].pop() for k in pairs], device=sums.device)
+            rejected = torch.tensor([free[int(data.rejected[k])].pop() for k in pairs], device=sums.device)
             index = torch.tensor(pairs)
             losses, chosen_rewards, rejected_rewards = dpo_loss(
                 sums[chosen], sums[rejected], reference["chosen"][index].to(sums.device),

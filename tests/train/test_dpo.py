@@ -81,6 +81,17 @@ def test_packed_reply_logprobs_match_each_reply_computed_alone(tiny_model_dir, t
     assert counts.tolist() == [pairs.samples.label_count(i) for i in samples]
 
 
+def test_a_pair_drawn_twice_into_one_batch_counts_twice_not_doubled(tiny_model_dir, tokenizer, preference_dir):
+    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
+    model = _tiny(tiny_model_dir, lora=True)
+    [(_, rows)] = micro_batches(pairs, np.array([0, 0, 1]), 3, capacity=512, packing=True)
+    with torch.no_grad():
+        places, sums, _ = reply_logprobs(model, pairs.samples, rows, 0)
+        direct = {i: _direct_logprob(model, pairs.samples, i) for i in set(places)}
+    assert sorted(places).count(int(pairs.chosen[0])) == 2
+    np.testing.assert_allclose(sums.numpy(), [direct[i] for i in places], rtol=1e-4, atol=1e-3)
+
+
 def test_dpo_loss_with_the_lora_disabled_reference_matches_a_separate_base_model(tiny_model_dir, tokenizer,
                                                                                  preference_dir):
     pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
