@@ -1,5 +1,6 @@
 """Studies of real tiny-model trials: pruning stops a run early, best_config.json trains the best trial again
-through train_script.py, a study killed with SIGKILL continues, two processes share one study."""
+through train_script.py, a study killed with SIGKILL continues, Ctrl+C queues the trial again, two processes
+share one study."""
 
 import json
 import os
@@ -115,3 +116,17 @@ def test_two_processes_on_one_study_never_run_the_same_trial(tune_args, tmp_path
                  if '"kind": "train"' in line]
         assert steps == list(range(1, len(steps) + 1))  # one writer: no step trained twice
     assert sorted(p.name for p in tune_dir.glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]
+
+
+def test_ctrl_c_stops_the_trial_after_its_step_and_queues_it_again(tune_args, tmp_path):
+    tune_dir = tmp_path / "study"
+    process = run_tune(tune_args(tune_dir, "--trials", "3", "--pruner", "none"))
+    _wait_for_training(tune_dir / "trial-0001", process)
+    os.kill(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    state = run_state(tune_dir / "trial-0001")
+    assert (state["status"], state["stop_reason"]) == ("stopped", "signal")  # checkpointed, not killed
+    trials = _load(tune_dir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[2].system_attrs["fixed_params"] == trials[1].params  # the next run starts with it
