@@ -9,6 +9,8 @@ only), same rows per step, same steps and max length:
                         on CPUs with AVX512-BF16 / AMX)
   ours-qlora            ours on a 4-bit NF4 base (bitsandbytes); ours-bf16-qlora the same with bf16 autocast
   ours-fullhead         ours with the LM head over every position (what computing it at labelled positions saves)
+  ours-compile, ours-bf16-compile   ours with --compile on (torch.compile of the decoder layers); the compilation,
+                        paid once per run in setup, is reported on its own with the steps it takes to repay
   trainer               Hugging Face Trainer + PEFT, dynamic padding to the longest in the batch
   trainer-grouped       the same with train_sampling_strategy="group_by_length" (the fair anchor)
   trainer-grouped-bf16  the same with bf16=True (what a user of this CPU would run)
@@ -46,10 +48,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
 
-CONFIGS = ("ours", "ours-bf16", "trainer-grouped", "trainer-grouped-bf16", "ours-qlora", "ours-bf16-qlora",
-           "ours-fullhead", "trainer", "trl", "trl-bf16")
-# The default run: ours and the fair anchor (HF Trainer with length grouping) in both precisions, and TRL in bf16.
-DEFAULT_CONFIGS = ("ours", "ours-bf16", "trainer-grouped", "trainer-grouped-bf16", "trl-bf16")
+CONFIGS = ("ours", "ours-bf16", "ours-compile", "ours-bf16-compile", "trainer-grouped", "trainer-grouped-bf16",
+           "ours-qlora", "ours-bf16-qlora", "ours-fullhead", "trainer", "trl", "trl-bf16")
+# The default run: ours with and without compilation and the fair anchor (HF Trainer with length grouping) in both
+# precisions, and TRL in bf16.
+DEFAULT_CONFIGS = ("ours", "ours-compile", "ours-bf16", "ours-bf16-compile", "trainer-grouped", "trainer-grouped-bf16",
+                   "trl-bf16")
 WORDS = ["hive", "queen", "brood", "frame", "honey", "super", "varroa", "smoker", "nectar", "comb", "spore", "substrate", "straw", "oyster", "pasteurise", "humidity", "flush", "chain", "derailleur", "cassette", "spoke", "rim", "hub", "bearing", "grease", "tyre", "valve", "pressure", "season", "spring", "autumn", "temperature", "colony", "mushroom", "bicycle", "repair", "because", "therefore", "however", "the", "a", "of", "to", "and", "in", "is", "it", "that", "for", "with", "as", "on", "was", "this", "be", "are", "you", "your", "can", "will", "not"]
 
 
@@ -70,7 +74,7 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
 # ------------------------------------------------------------------------------------------- one config
 
 
-def _recipe(name: str, args, speedups=None, tag: str = ""):
+def _recipe(name: str, args, speedups=None, tag: str = "", attention: str = "sdpa"):
     """Our trainer, set up for config ``name`` on the bench data (not yet stepped)."""
     from rhizome.train.config import TrainConfig
     from rhizome.train.loop import CausalLMLoss, FineTune, Speedups
@@ -91,20 +95,23 @@ def _recipe(name: str, args, speedups=None, tag: str = ""):
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1, max_steps=args.steps + 1,
         learning_rate=1e-4, warmup_steps=0, quantization="nf4" if "qlora" in name else "none",
         precision="bf16" if "bf16" in name else "fp32", plots=False, threads=args.threads,
+        compile="on" if "compile" in name else "off", report_to=["none"],
     )
     recipe = FineTune(config, speedups=speedups or Speedups())
     recipe.setup()
+    if attention != "sdpa":  # after setup, so only for variants that are not compiled (ABLATION says which)
+        recipe.model.get_base_model().set_attn_implementation(attention)
     return recipe
 
 
-def _ours(name: str, args) -> list[tuple[float, int]]:
+def _ours(name: str, args) -> tuple[list[tuple[float, int, float]], dict]:
     recipe = _recipe(name, args)
     timings = []
     for index in range(args.steps + 1):
         started = time.process_time()
         metrics = recipe.train_step(index)
         timings.append((metrics["seconds"], metrics["real_tokens"], time.process_time() - started))
-    return timings
+    return timings, {"compile_s": recipe.compile_seconds}
 
 
 def _hf_dataset(args, tokenizer):
@@ -191,7 +198,7 @@ def _hf(name: str, args) -> list[tuple[float, int]]:
                           train_dataset=dataset.remove_columns(["assistant_masks"]),
                           data_collator=_counting(collator, counts, lambda b: int(b["attention_mask"].sum())))
     trainer.train()
-    return list(zip(timer.seconds, counts, timer.cpu))
+    return list(zip(timer.seconds, counts, timer.cpu)), {}
 
 
 def run_one(name: str, args) -> dict:
@@ -200,24 +207,30 @@ def run_one(name: str, args) -> dict:
     from rhizome.device import physical_cores
 
     torch.set_num_threads(args.threads or physical_cores())
-    timings = (_ours if name.startswith("ours") else _hf)(name, args)[1:]  # first step: warm-up
+    timings, extra = (_ours if name.startswith("ours") else _hf)(name, args)
+    timings = timings[1:]  # first step: warm-up
     # Medians: the machine may be shared, and one slow step should not decide a ratio.
     # CPU seconds too: on a shared machine wall time also counts time spent waiting for a core.
     return {"config": name, "steps": len(timings), "seconds_per_step": float(np.median([t for t, _, _ in timings])),
             "tokens_per_s": float(np.median([n / t for t, n, _ in timings])),
             "spread": [float(min(n / t for t, n, _ in timings)), float(max(n / t for t, n, _ in timings))],
             "tokens_per_cpu_s": float(np.median([n / c for _, n, c in timings])),
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "tokens_per_row": float(np.median([n for _, n, _ in timings])) / args.batch_size,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **extra}
 
 
 # ------------------------------------------------------------------------------------------- ablation
 
-# Each optimisation of the step added one at a time (rhizome.train.loop.Speedups), bf16 precision.
+# Each optimisation of the step added one at a time (rhizome.train.loop.Speedups), bf16 precision; then the
+# fused step with eager attention instead of SDPA. (Threads are compared by separate runs with --threads: the
+# compiled kernels fix their thread count when generated.)
 ABLATION = {
     "bf16 autocast, PEFT LoRA (before)": {"bf16_weights": False, "fused_lora": False, "fused_loss": False},
     "+ frozen base stored in bf16": {"bf16_weights": True, "fused_lora": False, "fused_loss": False},
     "+ fused LoRA": {"bf16_weights": True, "fused_lora": True, "fused_loss": False},
     "+ chunked fused loss": {"bf16_weights": True, "fused_lora": True, "fused_loss": True},
+    "+ torch.compile of the decoder layers": {"compile": True},
+    "chunked fused loss, eager attention (not SDPA)": {"attention": "eager"},
 }
 
 
@@ -228,7 +241,15 @@ def ablate(args) -> None:
     from rhizome.train.loop import Speedups
 
     torch.set_num_threads(args.threads)
-    recipes = {label: _recipe("ours-bf16", args, Speedups(**flags), label) for label, flags in ABLATION.items()}
+    recipes = {}
+    for label, variant in ABLATION.items():
+        if args.variants and list(ABLATION).index(label) not in args.variants:
+            continue
+        flags = {key: value for key, value in variant.items() if key in Speedups.__dataclass_fields__}
+        recipes[label] = _recipe("ours-bf16-compile" if variant.get("compile") else "ours-bf16", args,
+                                 Speedups(**flags), label, variant.get("attention", "sdpa"))
+        if recipes[label].compile_seconds is not None:
+            print(f"  {label}: compiled in {recipes[label].compile_seconds:.0f} s", file=sys.stderr, flush=True)
     seconds: dict = {label: [] for label in recipes}
     cpu: dict = {label: [] for label in recipes}
     tokens: dict = {label: [] for label in recipes}
@@ -244,10 +265,11 @@ def ablate(args) -> None:
             print(f"  step {index} {label}: {metrics['seconds']:.2f} s, loss {metrics['loss']:.4f}", file=sys.stderr,
                   flush=True)
     print(f"{args.model_label}, batch {args.batch_size} x {args.max_seq_length}, {args.steps} timed steps each, "
-          f"interleaved, {args.threads} threads")
+          f"interleaved, {args.threads} threads, torch {torch.__version__}, "
+          f"1-minute load average {os.getloadavg()[0]:.1f}")
     print("| variant | median s/step (min-max) | real tok/s | CPU s/step (min-max) | vs before, CPU |\n"
           "|---|---|---|---|---|")
-    first = float(np.median(cpu[next(iter(recipes))]))
+    first = float(np.median(cpu[next(iter(recipes))]))  # "vs before" is against the first variant run
     for label in recipes:
         median, median_cpu = float(np.median(seconds[label])), float(np.median(cpu[label]))
         print(f"| {label} | {median:.2f} ({min(seconds[label]):.2f}-{max(seconds[label]):.2f}) | "
@@ -433,6 +455,8 @@ def main() -> None:
                         help="profile one step of ours (after --steps warm-up steps) instead of the comparison")
     parser.add_argument("--ablate", action="store_true",
                         help="time each optimisation of our step on its own (bf16, interleaved in one process)")
+    parser.add_argument("--variants", type=int, nargs="*", default=[],
+                        help="with --ablate: only these variants, by their 0-based place in the table (default all)")
     parser.add_argument("--loss-check", action="store_true",
                         help="train --steps steps on data_finetune/ in fp32 and bf16 side by side; "
                              "compare losses and test perplexity")
@@ -507,7 +531,9 @@ def main() -> None:
         print(f"| {name} | {r['tokens_per_s']:.0f} ({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) | "
               f"{r['seconds_per_step']:.2f} | {r['tokens_per_cpu_s']:.0f} | {flops / 1e9:.1f} | "
               f"{100 * flops / peak:.0f}% | {r['peak_rss_gb']:.2f} GB |")
-    for ours, goals in (("ours", {"trainer-grouped": 1.5}), ("ours-bf16", {"trainer-grouped-bf16": 2.5})):
+    goals_by_precision = {"fp32": {"trainer-grouped": 1.5}, "bf16": {"trainer-grouped-bf16": 2.5}}
+    for ours in ("ours", "ours-compile", "ours-bf16", "ours-bf16-compile"):
+        goals = goals_by_precision["bf16" if "bf16" in ours else "fp32"]
         for other in ("trainer", "trainer-grouped", "trl", "trainer-grouped-bf16", "trl-bf16", "ours", "ours-qlora",
                       "ours-fullhead", "ours-bf16-qlora"):
             same_precision = ("bf16" in other) == ("bf16" in ours)
@@ -519,6 +545,26 @@ def main() -> None:
                       + (f" (goal >= {goal}x)" if goal else ""))
     if "ours-bf16" in results and "ours" in results:
         print(f"ours-bf16 / ours: {results['ours-bf16']['tokens_per_s'] / results['ours']['tokens_per_s']:.2f}x")
+    for plain in ("ours", "ours-bf16"):
+        compiled = results.get(plain + "-compile")
+        if plain in results and compiled and compiled.get("compile_s"):
+            print(compile_payback(plain, results[plain], compiled))
+
+
+def compile_payback(plain: str, eager: dict, compiled: dict) -> str:
+    """How many rows of training repay the compilation, in the units a user runs: the demo (12 steps of 4 x 2 rows)
+    and the default step (batch 2 x accumulation 8 = 16 rows)."""
+    saved_per_token = 1 / eager["tokens_per_s"] - 1 / compiled["tokens_per_s"]
+    line = (f"{plain}-compile / {plain}: {compiled['tokens_per_s'] / eager['tokens_per_s']:.2f}x; compiled in "
+            f"{compiled['compile_s']:.0f} s (once per run, in setup)")
+    if saved_per_token <= 0:
+        return line + ", never repaid: compiled steps are not faster"
+    rows = compiled["compile_s"] / saved_per_token / compiled["tokens_per_row"]
+    eager_run = 1000 * 16 * eager["tokens_per_row"] / eager["tokens_per_s"]  # seconds of a 1,000-step run
+    compiled_run = 1000 * 16 * compiled["tokens_per_row"] / compiled["tokens_per_s"] + compiled["compile_s"]
+    return (line + f", repaid after {rows:,.0f} rows = {rows / 16:,.0f} default steps of 16 rows (the demo trains 96 "
+            f"rows); a 1,000-step run ends {100 * (1 - compiled_run / eager_run):.0f}% sooner, compilation included "
+            f"({100 * compiled['compile_s'] / compiled_run:.1f}% of it)")
 
 
 if __name__ == "__main__":
