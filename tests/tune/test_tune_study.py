@@ -15,7 +15,7 @@ import train_script
 from rhizome.tune.config import parse_tune_args
 from rhizome.tune.objective import Objective, trial_dir
 from rhizome.tune.report import BEST_CONFIG_FILE, write_report
-from rhizome.tune.study import open_study, prepare, run_study
+from rhizome.tune.study import StudySettingsError, open_study, prepare, run_study
 from tests.tune.conftest import run_state, run_tune
 
 
@@ -130,3 +130,17 @@ def test_ctrl_c_stops_the_trial_after_its_step_and_queues_it_again(tune_args, tm
     trials = _load(tune_dir).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert trials[2].system_attrs["fixed_params"] == trials[1].params  # the next run starts with it
+
+
+def test_a_study_refuses_to_continue_with_another_budget_but_may_grow(tune_args, tmp_path):
+    def open_with(*extra):
+        tune, train = parse_tune_args(tune_args(tmp_path / "study", *extra), "test")
+        tune, space = prepare(tune, train)
+        return open_study(tune, train, space)
+
+    first = open_with("--trials", "3")
+    assert len(first.trials) == 1 and first.trials[0].user_attrs["role"] == "defaults"
+    assert len(open_with("--trials", "10").trials) == 1  # more trials: the same study, defaults queued once
+    # The budget also sets the warm-up range, so the space differs too.
+    with pytest.raises(StudySettingsError, match=r"made with other settings \(search space, trial_tokens\)"):
+        open_with("--trial-tokens", "9999")
