@@ -357,13 +357,13 @@ def _widget(field: Field, value: Any):
     return gr.Textbox(value, label=label, info=info, elem_id=key, lines=1, max_lines=1)
 
 
-def _plot(label: str, elem_id: str) -> gr.LinePlot:
-    return gr.LinePlot(plots.loss_frame([]), x="step", y="value", color="series", label=label, elem_id=elem_id,
-                       height=260, x_title="step", y_title=label)
+def _plot(frame: pd.DataFrame, label: str, elem_id: str) -> gr.LinePlot:
+    return gr.LinePlot(frame, x="step", y="value", color="series", label=label, elem_id=elem_id, height=260,
+                       x_title="step", y_title=label)
 
 
-def _shown_error(method):
-    """Handlers' UserErrors as a message on the page (gr.Error), worded without the machine's folders."""
+def _shown(method):
+    """A handler for the page: its UserErrors as a message (gr.Error) without the machine's folders."""
     def handler(*args):
         try:
             return method(*args)
@@ -389,11 +389,11 @@ def build_train_tab(page: StudioPage, tabs: gr.Tabs | None = None, chat_status: 
     message = gr.Markdown(elem_id="train-message")
     summary = gr.Markdown(NOTHING_TO_WATCH, elem_id="run-summary")
     with gr.Row():
-        loss = _plot("loss", "plot-loss")
-        lr = _plot("learning rate", "plot-lr")
+        loss = _plot(plots.loss_frame([]), "loss", "plot-loss")
+        lr = _plot(plots.scalar_frame([], "lr", "learning rate"), "learning rate", "plot-lr")
     with gr.Row():
-        speed = _plot("tokens/s", "plot-tokens")
-        coverage = _plot("theme coverage", "plot-coverage")
+        speed = _plot(plots.scalar_frame([], "tokens_per_s", "tokens/s"), "tokens/s", "plot-tokens")
+        coverage = _plot(plots.scalar_frame([], "coverage", "theme coverage"), "theme coverage", "plot-coverage")
     log_box = gr.Textbox(label="Last lines of train.log", lines=10, max_lines=10, elem_id="train-log",
                          interactive=False, autoscroll=True)
 
@@ -410,38 +410,42 @@ def build_train_tab(page: StudioPage, tabs: gr.Tabs | None = None, chat_status: 
 
     with gr.Accordion("Compare runs", open=False, elem_id="compare"):
         compared = gr.Dropdown(page.names(), multiselect=True, label="Runs", elem_id="compared")
-        compare_plot = _plot("loss of the chosen runs", "plot-compare")
-        eval_table = gr.Dataframe(headers=EVAL_COLUMNS, interactive=False, elem_id="eval-reports",
-                                  label="Eval reports (evaluate.py), side by side")
+
+        # Drawn anew for each choice of runs: the plot takes its curves' colours from its first table.
+        @gr.render(inputs=compared)
+        def compare_runs(names):
+            frame, rows = _shown(page.compare)(names)
+            _plot(frame, "loss of the chosen runs", "plot-compare")
+            gr.Dataframe(rows, headers=EVAL_COLUMNS, interactive=False, elem_id="eval-reports",
+                         label="Eval reports (evaluate.py), side by side")
 
     shown = gr.State(None)
     watch_outputs = [summary, loss, lr, speed, coverage, log_box]
     timer = gr.Timer(refresh_seconds)
     # Outside the queue: a tick is a few file stats, not worth the queue's per-event bookkeeping.
-    timer.tick(page.refresh, [watched, shown], [table, watched, compared, *watch_outputs, shown],
+    timer.tick(_shown(page.refresh), [watched, shown], [table, watched, compared, *watch_outputs, shown],
                show_progress="hidden", queue=False, **private)
-    watched.input(_shown_error(page.watch), watched, watch_outputs, show_progress="hidden", **private)
+    watched.input(_shown(page.watch), watched, watch_outputs, show_progress="hidden", **private)
 
     def on_row(event: gr.SelectData):
         return event.row_value[0]
 
-    table.select(on_row, None, watched, **private).then(page.watch, watched, watch_outputs, **private)
+    table.select(on_row, None, watched, **private).then(_shown(page.watch), watched, watch_outputs, **private)
     for widget in widgets:
         widget.change(page.preview, widgets, command, show_progress="hidden", queue=False, **private)
     def start_run(*values):
-        said, name = _shown_error(page.start)(*values)
+        said, name = _shown(page.start)(*values)
         return said, gr.update(choices=page.names(), value=name)
 
     start.click(start_run, widgets, [message, watched], **private).then(
-        page.watch, watched, watch_outputs, show_progress="hidden", **private)
-    stop.click(_shown_error(page.stop), watched, message, **private)
-    resume.click(_shown_error(page.resume), watched, message, **private)
-    evaluate.click(_shown_error(page.evaluate), watched, message, **private)
-    export.click(_shown_error(page.export), watched, message, **private)
-    compared.change(_shown_error(page.compare), compared, [compare_plot, eval_table], **private)
+        _shown(page.watch), watched, watch_outputs, show_progress="hidden", **private)
+    stop.click(_shown(page.stop), watched, message, **private)
+    resume.click(_shown(page.resume), watched, message, **private)
+    evaluate.click(_shown(page.evaluate), watched, message, **private)
+    export.click(_shown(page.export), watched, message, **private)
     if chat_status is not None and tabs is not None:
         def use_adapter(name):
-            notes = _shown_error(page.use_in_chat)(name)
+            notes = _shown(page.use_in_chat)(name)
             return notes, notes, gr.Tabs(selected=CHAT_TAB)
 
         use.click(use_adapter, watched, [message, chat_status, tabs], **private)

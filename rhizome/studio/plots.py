@@ -7,6 +7,7 @@ pulled towards zero.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Sequence
 
 import pandas as pd
@@ -30,25 +31,31 @@ def _points(records: Iterable[dict], kind: str, key: str) -> tuple[list[int], li
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def _frame(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
-    # Typed even when empty: the plot fixes its axes' kinds (numeric or categories) from the first table it gets.
+def _frame(rows: list[tuple[int, float, str]], series: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows as a typed table, with one empty (NaN) row per expected series in front.
+
+    The page's plot fixes its axes' kinds and its colours from the first table it draws (an empty one at page load):
+    a series missing from it is drawn without a colour, so every table names all of them. Vega leaves the NaN
+    rows out of the curves and the axes."""
+    rows = [(0, math.nan, name) for name in series] + rows
     return pd.DataFrame(rows, columns=COLUMNS).astype({"step": "int64", "value": "float64", "series": "str"})
 
 
 def loss_frame(records: Sequence[dict], prefix: str = "") -> pd.DataFrame:
     """Training and validation loss, raw and smoothed; ``prefix`` (a run's name) keeps runs apart in Compare."""
-    rows = []
+    rows, names = [], []
     for kind, name in (("train", "loss"), ("eval", "validation loss")):
         steps, values = _points(records, kind, "loss")
         rows += [(s, v, f"{prefix}{name}") for s, v in zip(steps, values)]
         rows += [(s, v, f"{prefix}{name} (smoothed)") for s, v in zip(steps, smoothed(values))]
-    return _frame(rows)
+        names += [f"{prefix}{name}", f"{prefix}{name} (smoothed)"]
+    return _frame(rows, names)
 
 
 def scalar_frame(records: Sequence[dict], key: str, name: str) -> pd.DataFrame:
     """One training scalar (learning rate, tokens/s, theme coverage) against the step."""
     steps, values = _points(records, "train", key)
-    return _frame([(s, v, name) for s, v in zip(steps, values)])
+    return _frame([(s, v, name) for s, v in zip(steps, values)], [name])
 
 
 def compare_frame(runs_records: dict[str, Sequence[dict]]) -> pd.DataFrame:
@@ -59,4 +66,4 @@ def compare_frame(runs_records: dict[str, Sequence[dict]]) -> pd.DataFrame:
         rows += [(s, v, f"{run_name}: loss (smoothed)") for s, v in zip(steps, smoothed(values))]
         steps, values = _points(records, "eval", "loss")
         rows += [(s, v, f"{run_name}: validation loss") for s, v in zip(steps, values)]
-    return _frame(rows)
+    return _frame(rows, [f"{name}: {curve}" for name in runs_records for curve in ("loss (smoothed)", "validation loss")])

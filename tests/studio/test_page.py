@@ -61,9 +61,9 @@ def test_watch_shows_curves_log_and_a_failed_run_s_error(page, tmp_path):
     assert "status **failed**" in summary and "step 3 / 10" in summary and "best validation loss 2.5000" in summary
     assert "**Failed**: OSError: cannot read data_finetune/x.jsonl" in summary
     assert set(loss["series"]) == {"loss", "loss (smoothed)", "validation loss", "validation loss (smoothed)"}
-    assert list(loss[loss.series == "loss"]["value"]) == [2.9, 2.8, 2.7]
-    assert list(lr["value"]) == [1e-5, 2e-5, 3e-5] and list(speed["step"]) == [1, 2, 3]
-    assert list(coverage["value"]) == [0.1, 0.2, 0.3]
+    assert list(loss[loss.series == "loss"]["value"].dropna()) == [2.9, 2.8, 2.7]
+    assert list(lr["value"].dropna()) == [1e-5, 2e-5, 3e-5] and list(speed.dropna()["step"]) == [1, 2, 3]
+    assert list(coverage["value"].dropna()) == [0.1, 0.2, 0.3]
     assert log == "step 3 loss 2.7 from data_finetune" and str(tmp_path) not in summary + log
 
 
@@ -127,13 +127,13 @@ def test_start_refuses_paths_outside_the_working_folder_and_a_run_that_is_traini
 def test_a_tick_sends_only_what_changed(page, tmp_path):
     folder = write_run(tmp_path, "alpha", metrics=TRAIN[:2])
     first = page.refresh(None, None)
-    assert first[1]["value"] == "alpha" and len(first[4][first[4].series == "loss"]) == 2
+    assert first[1]["value"] == "alpha" and len(first[4].dropna()[first[4].dropna().series == "loss"]) == 2
     again = page.refresh("alpha", first[-1])
     assert all(part == SKIPPED for part in again[:-1])
     with open(folder / runs.METRICS_FILE, "a") as metrics:
         metrics.write(json.dumps(TRAIN[2]) + "\n")
     grown = page.refresh("alpha", again[-1])
-    assert grown[0] == SKIPPED and len(grown[4][grown[4].series == "loss"]) == 3
+    assert grown[0] == SKIPPED and len(grown[4].dropna()[grown[4].dropna().series == "loss"]) == 3
 
 
 def test_compare_puts_runs_on_one_plot_and_their_eval_reports_side_by_side(page, tmp_path):
