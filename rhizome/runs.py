@@ -181,7 +181,7 @@ class Run:
     updated: float | None
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Run:
+    def load(cls, path: str | os.PathLike, name: str | None = None) -> Run:
         """Read the run in ``path``; a damaged or missing file leaves its fields None / "unknown", never raises."""
         path = Path(path)
         state = _read_json(path / RUN_STATE_FILE)
@@ -200,7 +200,7 @@ class Run:
         base_model = (_text(state.get("base_model")) or _text(config.get("model"))
                       or _text(adapter_config.get("base_model_name_or_path")))
         return cls(
-            path=path, name=Path(os.path.abspath(path)).name, status=_status(state, heartbeat, updated, final is not None),
+            path=path, name=name or Path(os.path.abspath(path)).name, status=_status(state, heartbeat, updated, final is not None),
             config=config, base_model=base_model, quantization=_quantization(state, config),
             step=_integer(state.get("step")) or 0, total_steps=_integer(state.get("total_steps")) or 0,
             best_step=_integer(best.get("step")), best_loss=_number(best.get("loss")),
@@ -278,13 +278,23 @@ def is_run_dir(path: str | os.PathLike) -> bool:
                               or _adapter_dir(path / FINAL_DIR) is not None)
 
 
-def find_runs(root: str | os.PathLike = ".") -> list[Run]:
-    """Every run folder directly under ``root``, newest first (by its last sign of life)."""
+def find_runs(root: str | os.PathLike = ".", nested: bool = False) -> list[Run]:
+    """Every run folder directly under ``root``, newest first (by its last sign of life).
+
+    ``nested`` also lists the runs one folder further down, inside folders that are not runs themselves (a
+    tuning study's ``tuning/trial-0003``), named by their path from ``root``; hidden folders are skipped."""
+    root = Path(root)
+    found: list[tuple[Path, str]] = []
     try:
-        folders = [p for p in Path(root).iterdir() if is_run_dir(p)]
+        for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if is_run_dir(child):
+                found.append((child, child.name))
+            elif nested:
+                found += [(inner, f"{child.name}/{inner.name}") for inner in sorted(child.iterdir())
+                          if not inner.name.startswith(".") and is_run_dir(inner)]
     except OSError:
         return []
-    runs = [Run.load(folder) for folder in sorted(folders)]
+    runs = [Run.load(folder, name) for folder, name in found]
     return sorted(runs, key=lambda run: run.updated or 0.0, reverse=True)
 
 

@@ -174,6 +174,19 @@ def test_find_runs_lists_run_folders_newest_first(tmp_path):
     assert not is_run_dir(tmp_path / "data_finetune") and not is_run_dir(tmp_path / "notes.txt")
 
 
+def test_find_runs_nested_lists_a_studys_trials_by_their_path(tmp_path):
+    now = time.time()
+    make_run(tmp_path, "main", state={"status": "finished", "updated": now - 100})
+    (tmp_path / "tuning").mkdir()
+    make_run(tmp_path / "tuning", "trial-0001", state={"status": "stopped", "stop_reason": "pruned", "updated": now})
+    (tmp_path / ".hidden").mkdir()
+    make_run(tmp_path / ".hidden", "trial-0002", state={"status": "finished", "updated": now})
+    assert [r.name for r in find_runs(tmp_path)] == ["main"]  # the adapter rule never picks a trial
+    runs = find_runs(tmp_path, nested=True)
+    assert [(r.name, r.stop_reason) for r in runs] == [("tuning/trial-0001", "pruned"), ("main", None)]
+    assert runs[0].path == tmp_path / "tuning" / "trial-0001"
+
+
 def test_request_stop_writes_the_stop_file(tmp_path):
     run = make_run(tmp_path, "r", state=running_state(os.getpid(), time.time()))
     request_stop(run)
