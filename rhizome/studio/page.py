@@ -330,12 +330,12 @@ class StudioPage:
     def refresh(self, name: str | None, shown: tuple | None) -> tuple:
         """One tick: (runs table, run choices, compare choices, the six Watch outputs, what is now shown).
 
-        Parts that did not change since ``shown`` (what this browser tab was last sent) are skipped, so a page
-        left open costs a few file stats per tick."""
-        shown = shown or ((), (), ())
+        Parts that did not change since ``shown`` (what this browser tab was last sent; None on its first tick) are
+        skipped, so a page left open costs a few file stats per tick."""
         rows, names = self.runs_table(), self.names()
-        if name not in names:
+        if shown is None or name not in names:  # a page just (re)loaded watches what trains now
             name = self.default_run()
+        shown = shown or ((), (), ())
         signature = self._signature(name)
         now = (tuple(map(tuple, rows)), tuple(names), signature)
         out_rows = rows if now[0] != shown[0] else gr.skip()

@@ -136,6 +136,23 @@ def test_a_tick_sends_only_what_changed(page, tmp_path):
     assert grown[0] == SKIPPED and len(grown[4].dropna()[grown[4].dropna().series == "loss"]) == 3
 
 
+def test_a_reloaded_page_watches_the_run_training_now(page, tmp_path):
+    write_run(tmp_path, "older", status="finished")
+    write_run(tmp_path, "training")
+    assert page.refresh("older", None)[1]["value"] == "training"  # the first tick after a (re)load
+    assert page.refresh("older", ((), (), ()))[1]["value"] == "older"  # a choice made on the page stays
+
+
+def test_every_plot_table_names_all_its_curves_even_before_the_first_point(page, tmp_path):
+    write_run(tmp_path, "alpha")
+    _, loss, lr, speed, coverage, _ = page.watch("alpha")
+    assert set(loss["series"]) == {"loss", "loss (smoothed)", "validation loss", "validation loss (smoothed)"}
+    assert [set(frame["series"]) for frame in (lr, speed, coverage)] == [{"learning rate"}, {"tokens/s"},
+                                                                        {"theme coverage"}]
+    frame, _ = page.compare(["alpha"])
+    assert set(frame["series"]) == {"alpha: loss (smoothed)", "alpha: validation loss"}
+
+
 def test_compare_puts_runs_on_one_plot_and_their_eval_reports_side_by_side(page, tmp_path):
     write_run(tmp_path, "alpha", status="finished", metrics=TRAIN)
     beta = write_run(tmp_path, "beta", status="finished", metrics=TRAIN[:2])
