@@ -66,4 +66,5 @@ def compare_frame(runs_records: dict[str, Sequence[dict]]) -> pd.DataFrame:
         rows += [(s, v, f"{run_name}: loss (smoothed)") for s, v in zip(steps, smoothed(values))]
         steps, values = _points(records, "eval", "loss")
         rows += [(s, v, f"{run_name}: validation loss") for s, v in zip(steps, values)]
-    return _frame(rows, [f"{name}: {curve}" for name in runs_records for curve in ("loss (smoothed)", "validation loss")])
+    curves = ("loss (smoothed)", "validation loss")
+    return _frame(rows, [f"{name}: {curve}" for name in runs_records for curve in curves])

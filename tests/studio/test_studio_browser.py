@@ -85,8 +85,8 @@ def _text(driver, elem_id: str) -> str:
 
 def _points(driver, elem_id: str) -> list[tuple[int, float, str]]:
     """The points the plot draws, from the marks' own accessible labels."""
-    labels = driver.execute_script(
-        f"return Array.from(document.querySelectorAll('#{elem_id} [aria-label]')).map(e => e.getAttribute('aria-label'))")
+    labels = driver.execute_script(f"return Array.from(document.querySelectorAll('#{elem_id} [aria-label]'))"
+                                   ".map(e => e.getAttribute('aria-label'))")
     return sorted({(int(m[1]), float(m[2]), m[3]) for m in map(POINT.fullmatch, labels) if m})
 
 
