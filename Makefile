@@ -22,6 +22,7 @@ bench: setup  ## benchmarks: ratios measured side by side
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py
 	.venv/bin/python bench/index.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/chat.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/studio.py
 	.venv/bin/python bench/fuzz_inputs.py
 
 claims: setup  ## standard vs theme-weighted vs IPF training on ShareGPT conversations (about 45 min on 2 cores)
