@@ -84,18 +84,21 @@ def _layers(model: nn.Module) -> nn.ModuleList:
     return next(child for child in decoder.children() if isinstance(child, nn.ModuleList))
 
 
-def _warmup_batch(packed: bool) -> dict:
-    ids = torch.arange(32, dtype=torch.long).reshape(2, 16)  # any valid token ids: only the shapes matter
+def _warmup_batch(packed: bool, rows: int) -> dict:
+    # A graph compiled for 2 rows serves any number but 1, which dynamo specialises: runs of 1-row batches warm that.
+    rows = min(rows, 2)
+    ids = torch.arange(16 * rows, dtype=torch.long).reshape(rows, 16)  # any valid token ids: only shapes matter
     # Two samples a row take transformers' block-diagonal mask, one sample a row plain causal attention.
     positions = torch.cat([torch.arange(9), torch.arange(7)]) if packed else torch.arange(16)
-    return {"input_ids": ids, "position_ids": positions.expand(2, 16).contiguous(), "labels": ids}
+    return {"input_ids": ids, "position_ids": positions.expand(rows, 16).contiguous(), "labels": ids}
 
 
-def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Tensor], packed: bool) -> float | None:
+def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Tensor], packed: bool,
+                           rows: int) -> float | None:
     """Put every decoder layer of ``model`` through torch.compile and compile now, by running ``forward`` (a batch
-    dict to the summed loss) and backward on a small batch of ``packed`` rows (the graphs the run's batches take;
-    a batch of the other kind, rare with packing, compiles its own the first time). Returns the seconds it took, or
-    None (with a warning, every layer back to eager) when compilation fails."""
+    dict to the summed loss) and backward on a small batch like the run's (``packed`` rows or not, ``rows`` a batch):
+    the graphs its batches take; a batch of another kind (rare) compiles its own the first time. Returns the seconds
+    it took, or None (with a warning, every layer back to eager) when compilation fails."""
     import torch._dynamo
 
     configure_compiler()
@@ -105,7 +108,7 @@ def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Ten
     try:
         for layer in layers:
             layer.compile(dynamic=True)
-        forward(_warmup_batch(packed)).backward()
+        forward(_warmup_batch(packed, rows)).backward()
     except Exception as exc:  # noqa: BLE001 - any compiler failure (toolchain, platform, tracing) means: run eagerly
         for layer in layers:
             layer._compiled_call_impl = None
@@ -122,13 +125,14 @@ def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Ten
 
 
 def compile_for_run(setting: str, model: nn.Module, forward: Callable[[dict], torch.Tensor], *, packed: bool,
-                    device: str, bf16: bool, quantization: str, tokens: int) -> tuple[float | None, str]:
+                    device: str, bf16: bool, quantization: str, tokens: int,
+                    rows: int = 2) -> tuple[float | None, str]:
     """Compile the decoder layers if --compile ``setting`` asks for it here: (seconds it took or None, what was done,
     for the run's summary)."""
     wanted, why = compile_wanted(setting, device=device, bf16=bf16, quantization=quantization, tokens=tokens)
     if not wanted:
         return None, f"off ({why})"
-    seconds = compile_decoder_layers(model, forward, packed)
+    seconds = compile_decoder_layers(model, forward, packed, rows)
     if seconds is None:
         return None, "failed (see the warning above), eager"
     return seconds, f"decoder layers compiled in {seconds:.0f} s ({why}; cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})"
