@@ -94,6 +94,11 @@ class TrainConfig:
                                   "about 50 default steps); a failed compilation warns and trains without it",
                           choices=["auto", "on", "off"])
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, ~30% slower)")
+    sharding: str = option("auto", "several processes (torchrun / accelerate launch): ddp = a whole model per "
+                                   "process, gradients averaged; fsdp = FSDP2, each decoder layer's weights split "
+                                   "across the processes (for models that do not fit on one device; 4-bit bases and "
+                                   "--compile are not used with it); auto = ddp with several processes, none with one",
+                           choices=["auto", "none", "ddp", "fsdp"])
     force_cpu: bool = option(False, "train on the CPU even when a GPU is available")
     threads: int = option(0, "CPU threads (0 = physical cores)")
 

@@ -9,14 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _train(launcher: list[str], tiny_model_dir, data_dir, out: Path, batch_size: int, grad_accum: int):
+def _train(launcher: list[str], tiny_model_dir, data_dir, out: Path, batch_size: int, grad_accum: int,
+           extra: tuple[str, ...] | list[str] = ()):
     command = [
         *launcher, str(ROOT / "train_script.py"), "--model", str(tiny_model_dir),
         "--train-file", str(data_dir / "dataset_train.jsonl"), "--validation-file", str(data_dir / "dataset_validation.jsonl"),
         "--output-dir", str(out), "--cache-dir", str(data_dir / "tokenized_cache"), "--max-seq-length", "256",
         "--batch-size", str(batch_size), "--grad-accum", str(grad_accum), "--max-steps", "4", "--lr", "2e-3",
         "--warmup-steps", "1", "--lora-dropout", "0", "--save-steps", "2", "--no-plots", "--threads", "1",
-        "--precision", "fp32",
+        "--precision", "fp32", *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RHIZOME_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=data_dir.parent, env=env, capture_output=True, text=True, timeout=300, check=False)
