@@ -64,7 +64,7 @@ def test_default_run_writes_every_file_in_the_fixed_line_format(workdir):
     detailed = read_jsonl(out / "dataset_train_detailed.jsonl")
     assert {"quality_components", "refs", "keyphrases", "tfidf_terms", "dedup_group"} <= set(detailed[0])
     assert [s["step"] for s in metadata["steps"]] == ["load", "clean", "pairs", "embed", "quality", "dedup",
-                                                      "themes", "split", "write"]
+                                                      "themes", "split", "preferences", "write"]
     saved = json.loads((out / "dataset_metadata.json").read_text())
     assert saved["total_pairs"] == sum(metadata["splits"].values())
     assert json.loads((out / "format_config.json").read_text())["output_dir"] == str(out)
