@@ -42,6 +42,7 @@ from rhizome.errors import UserError
 from rhizome.log import get_logger, progress
 from rhizome.runs import CONFIG_FILE, STOP_FILE
 from rhizome.train import checkpoint as ckpt
+from rhizome.train import sharding
 from rhizome.train.cache import load_or_tokenize
 from rhizome.train.compile import compile_for_run
 from rhizome.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -167,6 +168,7 @@ class FineTune:
         if not c.per_device_train_batch_size:
             c.per_device_train_batch_size = 8 if self.device.kind == "cuda" else 2
 
+        self.sharding = sharding.resolve(c.sharding, dist.world)
         if dist.main:
             check_trackers(c.report_to)  # a missing package is named now, not after loading the model
         resume_from = self._prepare_run_dir()
@@ -178,8 +180,11 @@ class FineTune:
         self.tokenizer = load_tokenizer(c.model, self.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-        self.quantization, self.quantization_reason = choose_quantization(c.quantization, self.device.kind,
-                                                                          self.model_path)
+        if self.sharding == "fsdp" and c.quantization == "nf4":
+            raise sharding.ShardingError("--sharding fsdp shards plain weights, not bitsandbytes' 4-bit ones: "
+                                         "pass --quantization none (or auto), or --sharding ddp for QLoRA")
+        self.quantization, self.quantization_reason = choose_quantization(
+            "none" if self.sharding == "fsdp" else c.quantization, self.device.kind, self.model_path)
         # A frozen base in bf16 computes exactly what autocast computes from fp32 weights, without casting
         # every weight at every forward; 4-bit layers dequantise to their compute dtype under autocast.
         bf16_weights = (self.compute_dtype == torch.bfloat16 and self.quantization == "none"
@@ -193,17 +198,19 @@ class FineTune:
         if self.speedups.fused_lora:
             fuse_lora(self.model)
         self.loss_module: nn.Module = CausalLMLoss(self.model, fused=self.speedups.fused_loss)
-        if dist.world > 1:
-            self.loss_module = nn.parallel.DistributedDataParallel(
-                self.loss_module, device_ids=[dist.local_rank] if self.device.kind == "cuda" else None)
+        self.loss_module = sharding.wrap(self.loss_module, self.model, self.sharding, self.torch_device)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
         self._load_data()
         self._plan()
+        # Compiling layers that FSDP2 gathers and frees around each call is untested here: fsdp trains eagerly.
+        compile_setting = c.compile if self.speedups.compile_layers and self.sharding != "fsdp" else "off"
         self.compile_seconds, self.compile_label = compile_for_run(
-            c.compile if self.speedups.compile_layers else "off", self.model, self._forward,
+            compile_setting, self.model, self._forward,
             packed=c.use_sequence_packing, device=self.device.kind, bf16=self.compute_dtype == torch.bfloat16,
             quantization=self.quantization, tokens=self.total_steps * self.rows_per_step * c.max_seq_length)
+        if compile_setting != c.compile and self.sharding == "fsdp":
+            self.compile_label = "off (not with --sharding fsdp)"
 
         self.optimizer = torch.optim.AdamW(self.trainable, lr=c.learning_rate, weight_decay=c.weight_decay)
         from transformers import get_scheduler
@@ -253,6 +260,11 @@ class FineTune:
                     f"{run_dir} holds a run with different settings ({', '.join(changed)}); rerun with the "
                     "same settings to resume it, --fresh to start over, or --output-dir for a new run"
                 )
+        world = json.loads((latest / ckpt.STATE_FILE).read_text(encoding="utf-8")).get("world_size", self.dist.world)
+        if world != self.dist.world:  # a step's rows are split among the processes: their number is part of the plan
+            raise ResumeError(f"{latest} was written by {world} processes and this run has {self.dist.world}; resume "
+                              f"it with {world} processes in all (torchrun --nproc-per-node), --fresh to start over, "
+                              "or --output-dir for a new run")
         return latest
 
     def _load_data(self) -> None:
@@ -329,17 +341,16 @@ class FineTune:
                                        window=c.pack_window)
 
     def _resume(self, path: Path) -> None:
-        from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         state = json.loads((path / ckpt.STATE_FILE).read_text(encoding="utf-8"))
         if state.get("train_data_sha256") != self.train_digest:
             raise ResumeError(f"{self.config.train_file} changed since {path} was written; "
                               "pass --fresh to train on the new data from the start")
-        set_peft_model_state_dict(self.model, load_file(path / "adapter_model.safetensors",
-                                                        device=str(self.torch_device)))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True,
-                                                  map_location=self.torch_device))
+        adapter = load_file(path / "adapter_model.safetensors", device=str(self.torch_device))
+        sharding.load_adapter(self.model, adapter, self.sharding)
+        sharding.load_optimizer(self.model, self.optimizer, torch.load(path / "optimizer.pt", weights_only=True,
+                                                                       map_location=self.torch_device), self.sharding)
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         ckpt.load_rng_state(path / "rng_state.pth")
         self.tracker.load_state_dict(json.loads((path / "theme_tracker_state.json").read_text(encoding="utf-8")))
@@ -388,7 +399,7 @@ class FineTune:
             f"Device: {self.device.describe() if self.device.kind != 'cpu' else f'CPU ({self.threads} threads)'}, "
             f"precision {self._precision_label()}, torch.compile {self.compile_label}",
             f"Batch: {c.per_device_train_batch_size} rows x {c.gradient_accumulation_steps} accumulation"
-            + (f" x {self.dist.world} processes" if self.dist.world > 1 else "")
+            + (f" x {self.dist.world} processes ({self.sharding})" if self.dist.world > 1 else "")
             + f" = {self.rows_per_step} rows per step, max_seq_length {c.max_seq_length}",
             f"Data: {data['samples']:,} samples ({data.get('context_trimmed', 0)} with old context dropped to fit, "
             f"{data['truncated']} truncated, {data['dropped_no_target']} dropped), "
@@ -422,6 +433,14 @@ class FineTune:
         return {"input_ids": one + self.pad_id, "position_ids": one, "labels": one + IGNORE_INDEX,
                 "real_tokens": 0, "slots": 0, "label_tokens": 0}
 
+    def _my_batches(self, rows: list) -> list:
+        """This process's share of ``rows`` in batches, padded with None (a dummy batch) to as many batches as the
+        busiest process has: FSDP gathers each layer's weights in every forward, so all processes run as many."""
+        batch_size, world = self.config.per_device_train_batch_size, self.dist.world
+        mine = rows[self.dist.rank::world]
+        batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+        return batches + [None] * (max(1, math.ceil(math.ceil(len(rows) / world) / batch_size)) - len(batches))
+
     def train_step(self, index: int) -> dict:
         """One optimizer step over the rows the schedule assigns to step ``index`` (0-based)."""
         c, dist = self.config, self.dist
@@ -429,16 +448,13 @@ class FineTune:
         epoch, first, end = self.schedule[index]
         rows = self.epoch_rows[epoch][first:end]
         label_total = sum(self.train_data.label_count(i) for row in rows for i in row)
-        mine = rows[dist.rank::dist.world]
-        batch_size = c.per_device_train_batch_size
-        micro = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)] or [None]
+        micro = self._my_batches(rows)
         torch.manual_seed(c.seed * 1_000_003 + index * 7_919 + dist.rank)  # dropout: same after a resume
         self.loss_module.train()
         loss_sum = real = slots = 0.0
         for j, micro_rows in enumerate(micro):
             batch = self._dummy_batch() if micro_rows is None else collate(self.train_data, micro_rows, self.pad_id)
-            defer_sync = dist.world > 1 and j < len(micro) - 1
-            with self.loss_module.no_sync() if defer_sync else contextlib.nullcontext():
+            with sharding.grad_sync(self.loss_module, self.sharding, sync=j == len(micro) - 1):
                 loss = self._forward(batch)
                 (loss * dist.world / label_total).backward()
             loss_sum += loss.item()
@@ -454,7 +470,7 @@ class FineTune:
         seconds = time.perf_counter() - started
         return {
             "step": index + 1, "epoch": round(epoch + (first + len(rows)) / len(self.epoch_rows[epoch]), 4),
-            "loss": loss_sum / label_total, "lr": lr, "grad_norm": float(grad_norm), "seconds": seconds,
+            "loss": loss_sum / label_total, "lr": lr, "grad_norm": sharding.grad_norm(grad_norm), "seconds": seconds,
             "tokens_per_s": real / seconds, "real_tokens": int(real), "label_tokens": label_total,
             "packing_efficiency": real / max(1.0, slots), "padded_efficiency": self.padded_efficiency[epoch],
             "coverage": self.tracker.coverage, "entropy": self.tracker.entropy,
@@ -463,12 +479,11 @@ class FineTune:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Token-weighted loss and perplexity on the validation samples (all processes share the rows)."""
-        c, dist = self.config, self.dist
+        dist = self.dist
         self.loss_module.eval()
-        mine = self.val_rows[dist.rank::dist.world]
         loss_sum = tokens = 0.0
-        for start in range(0, len(mine), c.per_device_train_batch_size):
-            batch = collate(self.val_data, mine[start:start + c.per_device_train_batch_size], self.pad_id)
+        for batch_rows in self._my_batches(self.val_rows):
+            batch = self._dummy_batch() if batch_rows is None else collate(self.val_data, batch_rows, self.pad_id)
             loss_sum += self._forward(batch).item()
             tokens += batch["label_tokens"]
         loss_sum, tokens = dist.sum([loss_sum, tokens])
@@ -513,7 +528,7 @@ class FineTune:
         c, dist = self.config, self.dist
         if self.step >= self.total_steps:
             log.info("training already complete at step %d (--fresh starts over)", self.step)
-            if dist.main and not (self.run_dir / "final").exists():
+            if not (self.run_dir / "final").exists():
                 self.finish()
             return self.result()
         self.session_start = time.perf_counter()
@@ -563,7 +578,7 @@ class FineTune:
                              self.total_steps, self.stop_reason)
                 break
         bar.close()
-        if dist.main and self.stop_reason is None:
+        if self.stop_reason is None:
             self.finish()
         dist.barrier()
         return self.result()
@@ -599,30 +614,36 @@ class FineTune:
     def _evaluate_and_keep_best(self) -> None:
         metrics = self.evaluate()
         self.history["eval"].append(metrics)
+        # Every process keeps the best (the loss is the same on all): under fsdp all take part in gathering it.
+        if self.best["loss"] is None or metrics["loss"] < self.best["loss"]:
+            self.best = {"step": self.step, "loss": metrics["loss"]}
+            adapter = sharding.adapter_state(self.model, self.sharding)
+
+            def write(folder: Path) -> None:
+                sharding.save_adapter(self.model, folder, adapter)
+                atomic.write_json(folder / "best.json", self.best)
+
+            if self.dist.main:
+                atomic.write_dir(self.run_dir / "best", write)
         if not self.dist.main:
             return
         log.info("step %d: validation loss %.4f (perplexity %.2f)", self.step, metrics["loss"], metrics["perplexity"])
-        if self.best["loss"] is None or metrics["loss"] < self.best["loss"]:
-            self.best = {"step": self.step, "loss": metrics["loss"]}
-
-            def write(folder: Path) -> None:
-                self.model.save_pretrained(folder)
-                atomic.write_json(folder / "best.json", self.best)
-
-            atomic.write_dir(self.run_dir / "best", write)
         self._record_eval(metrics)
 
     def save_checkpoint(self) -> None:
+        adapter = sharding.adapter_state(self.model, self.sharding)
+        optimizer = sharding.optimizer_state(self.model, self.optimizer, self.sharding)
         if self.dist.main:
             state = {"step": self.step, "total_steps": self.total_steps, "epoch": self.schedule[self.step - 1][0],
                      "sampler": {"seed": self.config.seed, "weighted": self.config.use_theme_weighting,
                                  "epoch": self.schedule[self.step - 1][0], "next_row": self.schedule[self.step - 1][2]},
-                     "best": self.best, "train_data_sha256": self.train_digest, "elapsed": self._elapsed()}
+                     "best": self.best, "train_data_sha256": self.train_digest, "elapsed": self._elapsed(),
+                     "world_size": self.dist.world}
             tracker_state = self.tracker.state_dict()
 
             def write(folder: Path) -> None:
-                self.model.save_pretrained(folder)
-                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+                sharding.save_adapter(self.model, folder, adapter)
+                torch.save(optimizer, folder / "optimizer.pt")
                 torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
                 ckpt.save_rng_state(folder / "rng_state.pth")
                 atomic.write_json(folder / "theme_tracker_state.json", tracker_state)
@@ -650,7 +671,11 @@ class FineTune:
     # ------------------------------------------------------------------------------------------- final
 
     def finish(self) -> None:
-        """``final/``: the best adapter by validation loss (else the last), tokenizer, model card."""
+        """``final/``: the best adapter by validation loss (else the last), tokenizer, model card; written by the
+        main process (every process calls it: under fsdp they gather the last adapter together)."""
+        adapter = sharding.adapter_state(self.model, self.sharding)
+        if not self.dist.main:
+            return
         best_dir = self.run_dir / "best"
         source = None
         if self.best["step"] is not None and (best_dir / "best.json").exists():
@@ -660,7 +685,7 @@ class FineTune:
 
         def write(folder: Path) -> None:
             if source is None:
-                self.model.save_pretrained(folder)
+                sharding.save_adapter(self.model, folder, adapter)
             else:
                 for name in ("adapter_model.safetensors", "adapter_config.json"):
                     shutil.copy2(source / name, folder / name)
