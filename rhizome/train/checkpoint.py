@@ -5,7 +5,8 @@
     rng_state.pth                                    Python, NumPy, torch (and CUDA) generator states
     theme_tracker_state.json                         theme counts seen so far
     training_metrics.json                            the loss / lr / grad-norm / throughput history
-    trainer_state.json                               step, epoch, data position, sampler, best eval; written last
+    trainer_state.json                               step, epoch, data position, sampler, best eval, number of
+                                                     processes (a resume needs as many); written last
 
 A checkpoint is written into a hidden ``.checkpoint-<step>.*.tmp`` folder and renamed when complete, so a kill
 during saving leaves at most a temporary folder (removed on the next start); resume also checks every
