@@ -41,6 +41,9 @@ def studio(tiny_model_dir, tmp_path_factory):
         url, _ = launch(app, ChatConfig(port=free_port()))
         yield url, work, page
         app.close()
+        deadline = time.monotonic() + 30  # a finished run's process may still be writing its last files
+        while page.launcher.active is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
         for job in page.launcher.jobs():  # a failed test must not leave a training behind
             page.launcher.cancel(job.run_name) or page.launcher.terminate(job.run_name)
         page.launcher.close()
