@@ -24,7 +24,7 @@ def test_torch_is_pinned_to_the_cpu_build_release():
 
 def test_every_top_level_script_is_a_thin_entry_point():
     for script in ("pdf_to_json.py", "batch_embedder.py", "data_formatter.py", "train_script.py",
-                   "gradio_chat_tts.py", "UCS_v3_4_1.py", "evaluate.py", "export_model.py"):
+                   "gradio_chat_tts.py", "UCS_v3_4_1.py", "evaluate.py", "export_model.py", "studio.py", "tune.py"):
         text = (ROOT / script).read_text()
         assert "from rhizome" in text
         assert len(text.splitlines()) < 80, f"{script} holds logic that belongs in rhizome/"

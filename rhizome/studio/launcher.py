@@ -108,7 +108,7 @@ class Launcher:
     def _busy(self) -> bool:
         if self.active is not None:
             return True
-        return any(run.status == "running" for run in runs.find_runs(self.root))
+        return any(run.status == "running" for run in runs.find_runs(self.root, nested=True))
 
     def _supervise(self) -> None:
         while True:

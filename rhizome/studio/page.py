@@ -79,7 +79,7 @@ class StudioPage:
     # -- looking runs up -------------------------------------------------------------------------------------------
 
     def runs(self) -> list[runs.Run]:
-        return runs.find_runs(self.root)
+        return runs.find_runs(self.root, nested=True)  # a tuning study's trials too
 
     def run(self, name: str | None) -> runs.Run:
         """The run folder called ``name`` here; a name that is not one of them is refused."""

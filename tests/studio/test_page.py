@@ -67,6 +67,15 @@ def test_watch_shows_curves_log_and_a_failed_run_s_error(page, tmp_path):
     assert log == "step 3 loss 2.7 from data_finetune" and str(tmp_path) not in summary + log
 
 
+def test_a_tuning_study_s_trials_are_listed_and_watched_by_their_path(page, tmp_path):
+    (tmp_path / "tuning").mkdir()
+    write_run(tmp_path / "tuning", "trial-0001", status="stopped", metrics=TRAIN, stop_reason="pruned")
+    rows = {row[0]: row for row in page.runs_table()}
+    assert rows["tuning/trial-0001"][1] == "stopped"
+    summary, loss, *_ = page.watch("tuning/trial-0001")
+    assert "**tuning/trial-0001**" in summary and list(loss[loss.series == "loss"]["value"].dropna()) == [2.9, 2.8, 2.7]
+
+
 @pytest.mark.parametrize("name", ["../outside", "/etc", "alpha/../..", "", None])
 def test_names_that_are_not_run_folders_here_are_refused(page, tmp_path, name):
     write_run(tmp_path, "alpha")
