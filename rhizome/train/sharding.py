@@ -20,7 +20,6 @@ processes (the plan of rows per step depends on it).
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 from torch import nn
@@ -64,7 +63,7 @@ def wrap(loss_module: nn.Module, model: nn.Module, sharding: str, device: torch.
 
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    mesh = init_device_mesh(device.type, (int(os.environ["WORLD_SIZE"]),))
+    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh)
     # The root unit is the loss module, not the model: the fused loss reads the LM head's weight outside the
