@@ -50,7 +50,7 @@ from rhizome.train.config import TrainConfig
 from rhizome.train.data import IGNORE_INDEX, ROLES, DatasetFileError, TokenizedData
 from rhizome.train.fused import LOSS_CHUNK
 from rhizome.train.live import Observer
-from rhizome.train.loop import Dist, FineTune
+from rhizome.train.loop import Dist, FineTune, Speedups
 from rhizome.train.model import decoder_and_head
 from rhizome.train.packing import best_fit_decreasing, collate, padded_efficiency
 from rhizome.train.sampler import ThemeWeightedSampler
@@ -280,7 +280,8 @@ class DPOTune(FineTune):
         config.train_file = str(preference_file(config.train_file, "train"))
         if config.validation_file:
             config.validation_file = str(preference_file(config.validation_file, "validation"))
-        super().__init__(config, dist, observers=observers)
+        # Compiled decoder layers are warmed up and tested on the SFT forward only: DPO's passes run eagerly.
+        super().__init__(config, dist, Speedups(compile_layers=False), observers=observers)
         if self.dist.world > 1:
             raise PreferenceError("--method dpo trains in one process; run it without torchrun")
         self.init_adapter = self._init_adapter()
