@@ -202,7 +202,7 @@ def main() -> None:
 
     def make_data() -> dict:
         items = exchanges(args.conversations, 0, args.max_prompt_chars, args.max_reply_chars)
-        sampled = sample_replies(items, args.max_new_tokens, 16, args.threads)
+        sampled = sample_replies(items, args.max_new_tokens, 32, args.threads)
         atomic.write_json(args.out / "conversations.json", chatgpt_export(items, sampled), indent=None)
         return {"regenerations": len(items)}
 
