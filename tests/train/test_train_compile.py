@@ -102,7 +102,7 @@ def test_a_compiler_that_fails_leaves_a_warning_and_an_eager_run(tiny_model_dir,
 def test_auto_compiles_bf16_cpu_runs_long_enough_to_repay_it(monkeypatch):
     monkeypatch.setattr(compile_module, "cpu_has_bf16_matmul", lambda: True)
     long_bf16 = {"device": "cpu", "bf16": True, "quantization": "none", "tokens": AUTO_MIN_TOKENS}
-    assert compile_wanted("auto", **long_bf16) == (True, "auto")
+    assert not compile_wanted("auto", **long_bf16)[0]  # not measured faster yet: eager by default
     assert not compile_wanted("auto", **{**long_bf16, "tokens": AUTO_MIN_TOKENS - 1})[0]
     assert not compile_wanted("auto", **{**long_bf16, "bf16": False})[0]
     assert not compile_wanted("auto", **{**long_bf16, "quantization": "nf4"})[0]
