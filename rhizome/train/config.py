@@ -93,9 +93,8 @@ class TrainConfig:
                                      "bf16 autocast), fp32 elsewhere (bf16 is emulated there)",
                             choices=["auto", "fp32", "bf16"])
     compile: str = option("auto", "torch.compile the decoder layers (fused elementwise kernels, compiled once per run "
-                                  "and cached on disk): auto = on a CPU with native bf16, in bf16 with a plain base, for "
-                                  "plans long enough to repay the compilation (steps x rows x max length >= 400,000, "
-                                  "about 50 default steps); a failed compilation warns and trains without it",
+                                  "and cached on disk); auto = off for now: not measured faster than eager on a CPU "
+                                  "(README); a failed compilation warns and trains without it",
                           choices=["auto", "on", "off"])
     gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, ~30% slower)")
     sharding: str = option("auto", "several processes (torchrun / accelerate launch): ddp = a whole model per "
