@@ -22,7 +22,7 @@ from rhizome.train.config import TrainConfig
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train_script.py"
 # Fields naming files or folders: the page may only point them inside the working folder.
-PATH_FIELDS = ("train_file", "validation_file", "output_dir", "cache_dir")
+PATH_FIELDS = ("train_file", "validation_file", "output_dir", "cache_dir", "init_adapter")
 
 
 class FormError(UserError):

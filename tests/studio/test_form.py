@@ -60,7 +60,7 @@ def test_wrong_types_and_choices_are_refused_with_the_flag_named():
 
 @pytest.mark.parametrize("field, value", [("train_file", "../secret.jsonl"), ("validation_file", "/etc/passwd"),
                                           ("output_dir", "../../elsewhere"), ("cache_dir", "link/cache"),
-                                          ("output_dir", ".")])
+                                          ("init_adapter", "/home/x/final"), ("output_dir", ".")])
 def test_paths_outside_the_working_folder_are_refused(tmp_path, field, value):
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "link").symlink_to(tmp_path)
