@@ -207,9 +207,7 @@ class FineTune:
         compile_setting = c.compile if self.speedups.compile_layers and self.sharding != "fsdp" else "off"
         self.compile_seconds, self.compile_label = compile_for_run(
             compile_setting, self.model, self._forward,
-            packed=c.use_sequence_packing, rows=c.per_device_train_batch_size, device=self.device.kind,
-            bf16=self.compute_dtype == torch.bfloat16,
-            quantization=self.quantization, tokens=self.total_steps * self.rows_per_step * c.max_seq_length)
+            packed=c.use_sequence_packing, rows=c.per_device_train_batch_size)
         if compile_setting != c.compile and self.sharding == "fsdp":
             self.compile_label = "off (not with --sharding fsdp)"
 
