@@ -13,6 +13,7 @@ to the reply with ``add_generation_prompt=True`` (where the reply starts) and up
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,15 +32,13 @@ class DatasetFileError(UserError, ValueError):
     pass
 
 
-def load_pairs(path: str | Path) -> list[dict]:
-    """Read and check a chat JSONL file; errors name the file and line."""
+def checked_rows(path: str | Path, check: Callable[[object], str | None],
+                 missing: str) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a JSONL file, each row passed by ``check`` (None or the problem); errors name the
+    file and line. ``missing`` says where the file comes from, for a path that does not exist."""
     path = Path(path)
     if not path.exists():
-        raise DatasetFileError(
-            f"{path} not found. Create the training data with `python data_formatter.py` "
-            "or pass --train-file / --validation-file."
-        )
-    pairs = []
+        raise DatasetFileError(f"{path} not found. {missing}")
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -48,14 +47,20 @@ def load_pairs(path: str | Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetFileError(f"{path}:{number}: not JSON ({exc})") from exc
-            problem = _check_row(row)
+            problem = check(row)
             if problem:
                 raise DatasetFileError(f"{path}:{number}: {problem}")
-            pairs.append({
-                "id": str(row.get("id", f"{path.stem}-{number}")), "messages": row["messages"],
-                "themes": [str(t) for t in row.get("themes") or []],
-                "theme_weight": float(row.get("theme_weight", 1.0)),
-            })
+            yield number, row
+
+
+def load_pairs(path: str | Path) -> list[dict]:
+    """Read and check a chat JSONL file; errors name the file and line."""
+    path = Path(path)
+    pairs = [{"id": str(row.get("id", f"{path.stem}-{number}")), "messages": row["messages"],
+              "themes": [str(t) for t in row.get("themes") or []],
+              "theme_weight": float(row.get("theme_weight", 1.0))}
+             for number, row in checked_rows(path, _check_row, "Create the training data with `python "
+                                             "data_formatter.py` or pass --train-file / --validation-file.")]
     if not pairs:
         raise DatasetFileError(f"{path} holds no training pairs")
     return pairs

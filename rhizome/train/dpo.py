@@ -47,7 +47,7 @@ from rhizome.log import get_logger
 from rhizome.runs import ADAPTER_CONFIG_FILE, FINAL_DIR, resolve_adapter
 from rhizome.train.cache import load_or_tokenize
 from rhizome.train.config import TrainConfig
-from rhizome.train.data import IGNORE_INDEX, ROLES, DatasetFileError, TokenizedData
+from rhizome.train.data import IGNORE_INDEX, ROLES, DatasetFileError, TokenizedData, checked_rows
 from rhizome.train.fused import LOSS_CHUNK
 from rhizome.train.live import Observer
 from rhizome.train.loop import Dist, FineTune, Speedups
@@ -93,27 +93,16 @@ def read_preference_pairs(path: str | Path) -> list[dict]:
     """A preference JSONL file (TRL's conversational format) -> two chat pairs per line, the chosen reply's and the
     rejected reply's, ids ``<id>\\x1fchosen`` / ``<id>\\x1frejected``; errors name the file and line."""
     path = Path(path)
-    if not path.exists():
-        raise DatasetFileError(f"{path} not found. Preference pairs come from `python data_formatter.py` (it writes "
-                               "them when the export holds regenerated, edited or rated replies), or pass "
-                               "--train-file / --validation-file naming dataset_preferences_<split>.jsonl files.")
+    missing = ("Preference pairs come from `python data_formatter.py` (it writes them when the export holds "
+               "regenerated, edited or rated replies), or pass --train-file / --validation-file naming "
+               "dataset_preferences_<split>.jsonl files.")
     pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFileError(f"{path}:{number}: not JSON ({exc})") from exc
-            problem = _check_preference_row(row)
-            if problem:
-                raise DatasetFileError(f"{path}:{number}: {problem}")
-            pair_id = str(row.get("id", f"{path.stem}-{number}"))
-            for side in SIDES:
-                pairs.append({"id": f"{pair_id}{SIDE_SEPARATOR}{side}", "messages": row["prompt"] + row[side],
-                              "themes": [str(t) for t in row.get("themes") or []],
-                              "theme_weight": float(row.get("theme_weight", 1.0))})
+    for number, row in checked_rows(path, _check_preference_row, missing):
+        pair_id = str(row.get("id", f"{path.stem}-{number}"))
+        for side in SIDES:
+            pairs.append({"id": f"{pair_id}{SIDE_SEPARATOR}{side}", "messages": row["prompt"] + row[side],
+                          "themes": [str(t) for t in row.get("themes") or []],
+                          "theme_weight": float(row.get("theme_weight", 1.0))})
     if not pairs:
         raise DatasetFileError(f"{path} holds no preference pairs")
     return pairs
