@@ -94,6 +94,8 @@ def compile_decoder_layers(model: nn.Module, forward: Callable[[dict], torch.Ten
     layers = _layers(model)
     started = time.perf_counter()
     model.train()
+    # An earlier compilation in this process (a second run, a test) left errors suppressed: the warm-up must see them.
+    torch._dynamo.config.suppress_errors = False
     try:
         for layer in layers:
             layer.compile(dynamic=True)

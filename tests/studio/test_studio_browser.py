@@ -7,6 +7,7 @@ Skipped when Debian's chromium / chromium-driver are not installed, unless RHIZO
 
 import re
 import shutil
+import signal
 import tempfile
 import time
 
@@ -20,8 +21,9 @@ from tests.train.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow  # a real browser and three short trainings
 
-# Short enough for a test, slow enough to stop halfway: every step logged, a checkpoint and evaluation every 4.
-FORM = {"model": "tiny", "max_steps": 12, "logging_steps": 1, "save_steps": 4, "eval_steps": 4, "eval_samples": 2,
+# Every step logged, a checkpoint and evaluation every 4.
+STEPS = 40  # run-a's: enough that it is still training when the test freezes it, on an idle machine too
+FORM = {"model": "tiny", "max_steps": STEPS, "logging_steps": 1, "save_steps": 4, "eval_steps": 4, "eval_samples": 2,
         "max_seq_length": 64, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "warmup_steps": 0,
         "learning_rate": 0.001, "plots": False}
 POINT = re.compile(r"step: (\d+); [^:]+: ([-\d.e]+); series: (.+)")  # a mark's label: x; y (its title); colour
@@ -111,7 +113,7 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
         _fill(browser, name, value)
     _wait(browser, lambda d: "-o run-a" in _text(d, "train-command"))
     shown = _text(browser, "train-command")
-    assert "python train_script.py --model tiny -o run-a" in shown and "--max-steps 12" in shown
+    assert "python train_script.py --model tiny -o run-a" in shown and f"--max-steps {STEPS}" in shown
     assert "--no-plots" in shown and str(work) not in shown
     _click(browser, "run-start")
 
@@ -123,15 +125,23 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     assert {p[2] for p in _points(browser, "plot-loss")} >= {"loss", "loss (smoothed)", "validation loss"}
     assert [p[0] for p in grown] == sorted(p[0] for p in grown) and grown[-1][0] > first[-1][0]
 
-    # A reload reattaches to the running run (state from disk, not from the browser).
-    browser.get(url)
-    _wait(browser, lambda d: "run-a" in _text(d, "run-summary") and "status running" in _text(d, "run-summary"), 30)
-
-    _click(browser, "run-stop")
+    # The trainer is frozen while the page reloads and Stop is pressed, so that on a fast machine the run cannot
+    # finish first; it goes on (and meets the STOP file after its current step) once Stop has been pressed.
+    trainer = page.launcher.active.process
+    trainer.send_signal(signal.SIGSTOP)
+    try:
+        # A reload reattaches to the running run (state from disk, not from the browser).
+        browser.get(url)
+        _wait(browser, lambda d: "run-a" in _text(d, "run-summary") and "status running" in _text(d, "run-summary"),
+              30)
+        _click(browser, "run-stop")
+        _wait(browser, lambda d: "stop" in _text(d, "train-message").lower(), 10)
+    finally:
+        trainer.send_signal(signal.SIGCONT)
     summary = _status(browser, "stopped", 60) and _text(browser, "run-summary")
     assert re.search(r"checkpoints: checkpoint-\d+", summary), summary
     stopped_at = page.run("run-a").step
-    assert 0 < stopped_at < 12 and "stopped" in _text(browser, "runs")
+    assert 0 < stopped_at < STEPS and "stopped" in _text(browser, "runs")
 
     _click(browser, "run-resume")
     _wait(browser, lambda d: "resuming" in _text(d, "train-message"))
@@ -148,9 +158,9 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     assert re.search(r"run-a\s+finished", runs_table), runs_table
     _wait(browser, lambda d: re.search(r"run-b\s+finished", _text(d, "runs")), 90)
     run_a = page.run("run-a")
-    assert run_a.status == "finished" and run_a.step == 12 and run_a.final is not None
+    assert run_a.status == "finished" and run_a.step == STEPS and run_a.final is not None
     steps = [r["step"] for r in run_a.metrics() if r.get("kind") == "train"]
-    assert steps == list(range(1, 13))  # resumed where it stopped: no step lost or repeated
+    assert steps == list(range(1, STEPS + 1))  # resumed where it stopped: no step lost or repeated
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -162,6 +172,6 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
         picker.send_keys(Keys.ENTER)
     compared = _wait(browser, lambda d: {p[2] for p in _points(d, "plot-compare")} >= {
         "run-a: loss (smoothed)", "run-b: loss (smoothed)"} and _points(d, "plot-compare"), 30)
-    assert max(p[0] for p in compared if p[2].startswith("run-a")) == 12
+    assert max(p[0] for p in compared if p[2].startswith("run-a")) == STEPS
     assert max(p[0] for p in compared if p[2].startswith("run-b")) == 3
     assert "not evaluated" in _text(browser, "eval-reports")
