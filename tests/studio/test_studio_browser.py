@@ -22,7 +22,7 @@ from tests.train.conftest import FIXTURES
 pytestmark = pytest.mark.slow  # a real browser and three short trainings
 
 # Every step logged, a checkpoint and evaluation every 4.
-STEPS = 40  # run-a's: enough that it is still training when the test freezes it, on an idle machine too
+STEPS = 60  # run-a's: still training when the test freezes it after seeing its curve grow, even on an idle machine
 FORM = {"model": "tiny", "max_steps": STEPS, "logging_steps": 1, "save_steps": 4, "eval_steps": 4, "eval_samples": 2,
         "max_seq_length": 64, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "warmup_steps": 0,
         "learning_rate": 0.001, "plots": False}
@@ -117,19 +117,22 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     assert "--no-plots" in shown and str(work) not in shown
     _click(browser, "run-start")
 
-    # The loss curve grows while it trains, read from what the plot draws.
+    # The loss curve grows while it trains, read from what the plot draws. On an idle machine the tiny model trains
+    # dozens of steps a second, so the trainer is frozen (SIGSTOP) between looks: it cannot finish before the test
+    # has seen it grow, reloaded the page and pressed Stop; it meets the STOP file after its current step.
     _status(browser, "running")
-    first = _wait(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
-    grown = _wait(browser, lambda d: len([p for p in _points(d, "plot-loss") if p[2] == "loss"]) > len(first) + 1
-                  and [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
-    assert {p[2] for p in _points(browser, "plot-loss")} >= {"loss", "loss (smoothed)", "validation loss"}
-    assert [p[0] for p in grown] == sorted(p[0] for p in grown) and grown[-1][0] > first[-1][0]
-
-    # The trainer is frozen while the page reloads and Stop is pressed, so that on a fast machine the run cannot
-    # finish first; it goes on (and meets the STOP file after its current step) once Stop has been pressed.
     trainer = page.launcher.active.process
+    first = _wait(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
     trainer.send_signal(signal.SIGSTOP)
     try:
+        first = _wait(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 10)
+        trainer.send_signal(signal.SIGCONT)
+        grown = _wait(browser, lambda d: len([p for p in _points(d, "plot-loss") if p[2] == "loss"]) > len(first) + 1
+                      and [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
+        trainer.send_signal(signal.SIGSTOP)
+        assert {p[2] for p in _points(browser, "plot-loss")} >= {"loss", "loss (smoothed)", "validation loss"}
+        assert [p[0] for p in grown] == sorted(p[0] for p in grown) and grown[-1][0] > first[-1][0]
+
         # A reload reattaches to the running run (state from disk, not from the browser).
         browser.get(url)
         _wait(browser, lambda d: "run-a" in _text(d, "run-summary") and "status running" in _text(d, "run-summary"),
@@ -154,7 +157,7 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     _wait(browser, lambda d: re.search(r"run-b\s+queued", _text(d, "runs")), 10)
 
     _wait(browser, lambda d: "run-b" in _text(d, "run-summary"))
-    runs_table = _wait(browser, lambda d: "finished" in _text(d, "runs") and _text(d, "runs"), 90)
+    runs_table = _wait(browser, lambda d: "finished" in _text(d, "runs") and _text(d, "runs"), 180)
     assert re.search(r"run-a\s+finished", runs_table), runs_table
     _wait(browser, lambda d: re.search(r"run-b\s+finished", _text(d, "runs")), 90)
     run_a = page.run("run-a")
