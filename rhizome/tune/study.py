@@ -69,16 +69,17 @@ def _settings(tune: TuneConfig, train: TrainConfig, space: Space) -> dict:
 def open_study(tune: TuneConfig, train: TrainConfig, space: Space) -> optuna.Study:
     """Create the study, or load it after checking it was made with the same settings."""
     tune.dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental" since 2.8
-        storage = RDBStorage(
-            storage_url(tune), engine_kwargs={"connect_args": {"timeout": 60}},  # SQLite: wait for the other writer
-            heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     expected = _settings(tune, train, space)
-    # Two processes starting a new study at once would both queue the defaults trial: one creates, under a lock.
+    # Two processes starting a new study at once would both create the database's tables (alembic's version row
+    # clashes) and both queue the defaults trial: one does it, under a lock.
     with open(tune.dir / LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental"
+            storage = RDBStorage(
+                storage_url(tune), engine_kwargs={"connect_args": {"timeout": 60}},  # SQLite: wait for the writer
+                heartbeat_interval=tune.heartbeat_seconds, grace_period=2 * tune.heartbeat_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
         study = optuna.create_study(storage=storage, study_name=tune.study_name, direction="minimize",
                                     pruner=make_pruner(tune), load_if_exists=True)
         saved = study.user_attrs.get("definition")
