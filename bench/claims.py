@@ -62,6 +62,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
 
 from claims_data import write_subset
+from stages import stage
 
 from rhizome import atomic
 from rhizome.log import get_logger, setup_logging
@@ -80,21 +81,6 @@ VARIANTS = (  # name, formatter's semantic method, theme-weighted sampling
     ("theme-weighted", "tfidf", True),
     ("ipf", "ipf", True),
 )
-
-
-def stage(out: Path, name: str, settings: dict, compute):
-    """``compute()``'s result, or the one saved by an earlier run with the same settings."""
-    path = out / f"{name}.json"
-    if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("settings") == settings:
-            log.info("%s: reusing %s", name, path)
-            return saved["result"]
-    started = time.perf_counter()
-    result = compute()
-    log.info("%s: %.0f s", name, time.perf_counter() - started)
-    atomic.write_json(path, {"settings": settings, "result": result})
-    return result
 
 
 # ------------------------------------------------------------------------------------------- format

@@ -23,7 +23,6 @@ Stages are saved in ``--out`` (``<stage>.json``) and reused by a rerun with the 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -33,27 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.claims_data import ROLES, is_english, read_sharegpt  # noqa: E402
+from bench.stages import stage  # noqa: E402
 from rhizome import atomic  # noqa: E402
 from rhizome.log import get_logger, setup_logging  # noqa: E402
 
 log = get_logger("bench.preferences")
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def stage(out: Path, name: str, settings: dict, compute):
-    """``compute()``'s result, or the one saved by an earlier run with the same settings."""
-    path = out / f"{name}.json"
-    if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("settings") == settings:
-            log.info("%s: reusing %s", name, path)
-            return saved["result"]
-    started = time.perf_counter()
-    result = compute()
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    log.info("%s: %.0f s", name, result["seconds"])
-    atomic.write_json(path, {"settings": settings, "result": result})
-    return result
 
 
 # ------------------------------------------------------------------------------------------- data

@@ -42,8 +42,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
 
-from claims import evaluate, format_dataset, stage
+from claims import evaluate, format_dataset
 from claims_data import write_subset
+from stages import stage
 
 from rhizome import atomic
 from rhizome.log import get_logger, setup_logging
