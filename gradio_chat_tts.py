@@ -10,7 +10,7 @@ import sys
 
 from rhizome.chat.app import ChatPage, build_app
 from rhizome.chat.config import ChatConfig
-from rhizome.chat.server import AUTH_ENV, auth_on_command_line, check_serving, describe_setup, launch, load_speech
+from rhizome.chat.server import check_command_line, describe_setup, launch, load_speech
 from rhizome.chat.session import ChatSession
 from rhizome.config import parse_args
 from rhizome.errors import run_main
@@ -24,10 +24,7 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     config, _ = parse_args(ChatConfig, __doc__, argv)
     setup_logging(config.verbose)
-    if auth_on_command_line(sys.argv[1:] if argv is None else argv):
-        print(f"warning: --auth puts the password on the command line, where any user of this machine can read it "
-              f"(ps); use --auth-file FILE or the {AUTH_ENV} environment variable instead", file=sys.stderr)
-    check_serving(config)
+    check_command_line(config, argv)
     session = ChatSession.from_config(config)
     stt, tts, notices = load_speech(config)
     status = describe_setup(session, stt, tts)

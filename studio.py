@@ -10,7 +10,7 @@ Runs are subprocesses of train_script.py in this folder, one at a time; they kee
 import sys
 
 from rhizome.chat.app import ChatPage, build_app
-from rhizome.chat.server import AUTH_ENV, auth_on_command_line, check_serving, launch
+from rhizome.chat.server import check_command_line, launch
 from rhizome.config import parse_args
 from rhizome.errors import run_main
 from rhizome.log import setup_logging
@@ -26,11 +26,8 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     config, _ = parse_args(StudioConfig, __doc__, argv)
     setup_logging(config.verbose)
-    if auth_on_command_line(sys.argv[1:] if argv is None else argv):
-        print(f"warning: --auth puts the password on the command line, where any user of this machine can read it "
-              f"(ps); use --auth-file FILE or the {AUTH_ENV} environment variable instead", file=sys.stderr)
     chat_config = config.chat_config()
-    check_serving(chat_config)
+    check_command_line(chat_config, argv)
     chat = StudioChat(chat_config)
     chat_page = ChatPage(chat, status=chat.notes)
     page = StudioPage(".", chat, chat_page)

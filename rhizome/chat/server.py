@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import os
 import socket
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -172,6 +173,15 @@ def check_serving(config: ChatConfig) -> tuple[dict[str, str], str] | None:
     if not port_is_free(config.host, config.port):
         raise ServeError(f"port {config.port} on {config.host} is in use; pick another with --port")
     return logins
+
+
+def check_command_line(config: ChatConfig, argv: Sequence[str] | None = None) -> None:
+    """A page script's checks before anything slow is loaded: a warning on stderr when ``argv`` (default: this
+    process's arguments) spells out a password, then ``check_serving``'s errors."""
+    if auth_on_command_line(sys.argv[1:] if argv is None else argv):
+        print(f"warning: --auth puts the password on the command line, where any user of this machine can read it "
+              f"(ps); use --auth-file FILE or the {AUTH_ENV} environment variable instead", file=sys.stderr)
+    check_serving(config)
 
 
 def launch(app, config: ChatConfig) -> tuple[str, str | None]:
