@@ -50,7 +50,7 @@ from rhizome.train.config import TrainConfig
 from rhizome.train.data import IGNORE_INDEX, ROLES, DatasetFileError, TokenizedData, checked_rows
 from rhizome.train.fused import LOSS_CHUNK
 from rhizome.train.live import Observer
-from rhizome.train.loop import Dist, FineTune, Speedups
+from rhizome.train.loop import Dist, FineTune, Speedups, plan_steps
 from rhizome.train.model import decoder_and_head
 from rhizome.train.packing import best_fit_decreasing, collate, padded_efficiency
 from rhizome.train.sampler import ThemeWeightedSampler
@@ -349,13 +349,8 @@ class DPOTune(FineTune):
         self.epoch_batches: list[list] = []
         self.epoch_rows = []
         self.padded_efficiency = []
-        self.schedule = []  # (epoch, first micro-batch, end micro-batch)
-        full_epochs = math.floor(c.num_train_epochs)
-        fraction = c.num_train_epochs - full_epochs
-        epoch = seen_tokens = 0
-        while not (c.max_steps and len(self.schedule) >= c.max_steps
-                   or not c.max_steps and epoch >= full_epochs + (fraction > 0)
-                   or c.max_train_tokens and seen_tokens >= c.max_train_tokens):
+
+        def lay_out_epoch(epoch: int) -> list[int]:
             order = self.sampler.epoch_order(epoch)
             batches = micro_batches(self.pairs, order, c.per_device_train_batch_size, c.max_seq_length,
                                     c.use_sequence_packing)
@@ -363,20 +358,10 @@ class DPOTune(FineTune):
             self.epoch_rows.append([row for _, rows in batches for row in rows])
             samples = np.array([s for k in order for s in (self.pairs.chosen[k], self.pairs.rejected[k])])
             self.padded_efficiency.append(padded_efficiency(samples, lengths, 2 * c.per_device_train_batch_size))
-            steps = math.ceil(len(batches) / c.gradient_accumulation_steps)
-            if not c.max_steps and epoch == full_epochs:
-                steps = max(1, round(steps * fraction))
-            for s in range(steps):
-                first = s * c.gradient_accumulation_steps
-                end = min(len(batches), first + c.gradient_accumulation_steps)
-                self.schedule.append((epoch, first, end))
-                if c.max_train_tokens:
-                    seen_tokens += int(sum(lengths[i] for _, rows in batches[first:end] for row in rows for i in row))
-                    if seen_tokens >= c.max_train_tokens:
-                        break
-            epoch += 1
-        if c.max_steps:
-            self.schedule = self.schedule[: c.max_steps]
+            return [int(sum(lengths[row].sum() for row in rows)) for _, rows in batches]
+
+        # (epoch, first micro-batch, end micro-batch)
+        self.schedule = plan_steps(c, lay_out_epoch, c.gradient_accumulation_steps)
         self.total_steps = len(self.schedule)
         self.steps_per_epoch = math.ceil(len(self.epoch_batches[0]) / c.gradient_accumulation_steps)
         self.val_batches = None

@@ -139,6 +139,34 @@ def _data_summary(data: TokenizedData) -> dict:
             "themes": len({t for themes in data.themes for t in themes})}
 
 
+def plan_steps(config: TrainConfig, lay_out_epoch, units_per_step: int) -> list[tuple[int, int, int]]:
+    """(epoch, first unit, end unit) of every optimizer step, for SFT (a unit is a packed row) and preference
+    training (a micro-batch of pairs) alike: ``units_per_step`` units a step, ``num_train_epochs`` (a fraction
+    of the last), ``max_steps`` or ``max_train_tokens``, whichever ends first. ``lay_out_epoch(epoch)`` is called
+    once per epoch reached and returns each of its units' real tokens."""
+    c = config
+    full_epochs = math.floor(c.num_train_epochs)
+    fraction = c.num_train_epochs - full_epochs
+    schedule: list[tuple[int, int, int]] = []
+    epoch = seen_tokens = 0
+    while not (c.max_steps and len(schedule) >= c.max_steps
+               or not c.max_steps and epoch >= full_epochs + (fraction > 0)
+               or c.max_train_tokens and seen_tokens >= c.max_train_tokens):
+        tokens = np.asarray(lay_out_epoch(epoch))
+        steps = math.ceil(len(tokens) / units_per_step)
+        if not c.max_steps and epoch == full_epochs:
+            steps = max(1, round(steps * fraction))
+        for s in range(steps):
+            first, end = s * units_per_step, min(len(tokens), (s + 1) * units_per_step)
+            schedule.append((epoch, first, end))
+            if c.max_train_tokens:
+                seen_tokens += int(tokens[first:end].sum())
+                if seen_tokens >= c.max_train_tokens:
+                    break
+        epoch += 1
+    return schedule[: c.max_steps] if c.max_steps else schedule
+
+
 class FineTune:
     def __init__(self, config: TrainConfig, dist: Dist | None = None, speedups: Speedups = Speedups(),
                  observers: tuple[Observer, ...] | list[Observer] = ()):
@@ -301,36 +329,16 @@ class FineTune:
         lengths = self.train_data.lengths
         self.epoch_rows: list[list[list[int]]] = []
         self.padded_efficiency: list[float] = []
-        self.schedule: list[tuple[int, int, int]] = []  # (epoch, first row, end row)
-        full_epochs = math.floor(c.num_train_epochs)
-        fraction = c.num_train_epochs - full_epochs
-        epoch = 0
-        seen_tokens = 0
-        while True:
-            if c.max_steps and len(self.schedule) >= c.max_steps:
-                break
-            if not c.max_steps and epoch >= full_epochs + (fraction > 0):
-                break
-            if c.max_train_tokens and seen_tokens >= c.max_train_tokens:
-                break
+
+        def lay_out_epoch(epoch: int) -> list[int]:
             order = self.sampler.epoch_order(epoch)
             rows = epoch_rows(order, lengths, capacity=c.max_seq_length, packing=c.use_sequence_packing,
                               window=c.pack_window)
             self.epoch_rows.append(rows)
             self.padded_efficiency.append(padded_efficiency(order, lengths, c.per_device_train_batch_size))
-            steps = math.ceil(len(rows) / self.rows_per_step)
-            if not c.max_steps and epoch == full_epochs:
-                steps = max(1, round(steps * fraction))
-            for s in range(steps):
-                first, end = s * self.rows_per_step, min(len(rows), (s + 1) * self.rows_per_step)
-                self.schedule.append((epoch, first, end))
-                if c.max_train_tokens:
-                    seen_tokens += int(sum(lengths[row].sum() for row in rows[first:end]))
-                    if seen_tokens >= c.max_train_tokens:
-                        break
-            epoch += 1
-        if c.max_steps:
-            self.schedule = self.schedule[: c.max_steps]
+            return [int(lengths[row].sum()) for row in rows]
+
+        self.schedule = plan_steps(c, lay_out_epoch, self.rows_per_step)  # (epoch, first row, end row)
         self.total_steps = len(self.schedule)
         self.steps_per_epoch = math.ceil(len(self.epoch_rows[0]) / self.rows_per_step)
         self.val_rows = None
