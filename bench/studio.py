@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rhizome import atomic  # noqa: E402
-from tests.chat.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, free_port  # noqa: E402
+from tests.browser_support import browser_installed, chromium_driver, free_port  # noqa: E402
 
 WARMUP_STEPS = 3
 OUT = ROOT / "bench" / "out" / "studio.json"
@@ -70,9 +71,6 @@ class WatchingPage:
     """studio.py serving ``work`` in its own process, and headless Chromium on its Train tab."""
 
     def __init__(self, work: Path, refresh: float):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
         port = free_port()
         self.process = subprocess.Popen([sys.executable, str(ROOT / "studio.py"), "--port", str(port),
                                          "--refresh-seconds", str(refresh)], cwd=work,
@@ -80,12 +78,8 @@ class WatchingPage:
         for line in self.process.stdout:
             if line.startswith("Studio: "):
                 break
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        self.profile = tempfile.TemporaryDirectory(prefix="rhizome-chromium-")
-        for flag in CHROMIUM_FLAGS + [f"--user-data-dir={self.profile.name}"]:
-            options.add_argument(flag)
-        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.browser = contextlib.ExitStack()
+        self.driver = self.browser.enter_context(chromium_driver())
         self.driver.get(f"http://127.0.0.1:{port}/")
         time.sleep(3)
 
@@ -94,8 +88,7 @@ class WatchingPage:
         return times.user + times.system
 
     def close(self) -> None:
-        self.driver.quit()
-        self.profile.cleanup()
+        self.browser.close()
         self.process.terminate()
         self.process.wait(timeout=30)
 
@@ -109,7 +102,7 @@ def main() -> None:
     parser.add_argument("--idle-only", action="store_true", help="only the idle watching (a run is trained first)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not (os.path.exists(CHROMIUM) and CHROMEDRIVER):
+    if not browser_installed():
         raise SystemExit("bench/studio.py needs Debian's chromium and chromium-driver")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rhizome-studio-bench-") as folder:

@@ -2,13 +2,10 @@
 Stop ends a long reply; a question spoken by the shipped Kokoro voice, uploaded as a WAV or played into
 Chromium's fake microphone, is transcribed by the shipped Whisper and sent.
 
-Skipped when Debian's chromium / chromium-driver are not installed, unless RHIZOME_REQUIRE_BROWSER=1 (CI).
+Skipped without chromium unless RHIZOME_REQUIRE_BROWSER=1 (tests/browser_support.py).
 """
 
 import os
-import shutil
-import socket
-import tempfile
 import time
 from typing import NamedTuple
 
@@ -20,15 +17,11 @@ from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
 from rhizome.chat.server import launch
 from rhizome.chat.session import ChatSession
+from tests.browser_support import chromium_driver, free_port, require_browser, wait_until
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.slow  # real browser plus the shipped Whisper and Kokoro models
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
-# Without the networking flags Chromium's own background connections are refused here and it stalls.
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000"]
 SPOKEN = "Why does my bike chain skip on the big cog?"
 RECORD_BOT_TEXT = """
 window.botTexts = [];
@@ -40,21 +33,6 @@ new MutationObserver(() => {
 """
 
 
-def _require_browser() -> None:
-    if os.path.exists(CHROMIUM) and CHROMEDRIVER:
-        return
-    message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
-    if os.environ.get("RHIZOME_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Served(NamedTuple):
     url: str
     model: ChatModel  # to read what generation did
@@ -63,7 +41,7 @@ class Served(NamedTuple):
 @pytest.fixture(scope="module")
 def served(tiny_chat_model_dir, small_memory_dir):
     """The real page on a free localhost port: tiny random model, a small memory, the shipped Whisper."""
-    _require_browser()
+    require_browser()
     from rhizome.chat.stt import load_stt
 
     chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
@@ -91,28 +69,9 @@ def question_wav(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(question_wav):
     """Headless Chromium whose (fake) microphone plays the spoken question."""
-    _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                                  f"--use-file-for-fake-audio-capture={question_wav}"]:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="rhizome-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-
-
-def _wait(driver, condition, seconds: float = 30):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(condition)
+    with chromium_driver(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                          f"--use-file-for-fake-audio-capture={question_wav}"]) as driver:
+        yield driver
 
 
 def _texts(driver, selector: str) -> list[str]:
@@ -142,12 +101,12 @@ def test_typed_message_streams_a_reply_and_shows_the_memories_used(served, brows
     from selenium.webdriver.common.by import By
 
     browser.get(served.url)
-    box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
-    assert "Spoken replies are off" in _wait(browser, lambda d: d.find_element(By.ID, "notice")).text
+    box = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+    assert "Spoken replies are off" in wait_until(browser, lambda d: d.find_element(By.ID, "notice")).text
     # Record every rendered state of the bot's message: the tiny model writes faster than a poll could see.
     browser.execute_script(RECORD_BOT_TEXT)
     box.send_keys("How should I check my bike chain?\n")
-    _wait(browser, lambda d: "score" in d.find_element(By.ID, "sources").text)
+    wait_until(browser, lambda d: "score" in d.find_element(By.ID, "sources").text)
     snapshots = _settled(browser, "return window.botTexts.filter(t => t.trim())")
 
     assert _texts(browser, '#chatbot [data-testid="user"]')[-1] == "How should I check my bike chain?"
@@ -159,7 +118,7 @@ def test_typed_message_streams_a_reply_and_shows_the_memories_used(served, brows
 
 def _sent_words(driver) -> set[str]:
     """The words of the last user message once one appears (the transcript, sent as the message)."""
-    said = _wait(driver, lambda d: [t for t in _texts(d, '#chatbot [data-testid="user"]') if t.strip()], 60)[-1]
+    said = wait_until(driver, lambda d: [t for t in _texts(d, '#chatbot [data-testid="user"]') if t.strip()], 60)[-1]
     return set(said.lower().replace(",", " ").replace("?", " ").replace(".", " ").split())
 
 
@@ -168,15 +127,15 @@ def test_stop_button_ends_the_reply(served, browser):
     from selenium.webdriver.common.keys import Keys
 
     browser.get(served.url)
-    box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+    box = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
     # The settings panel renders after the message box: wait for it too.
-    longest = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#max-tokens input[type="number"]'))
+    longest = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#max-tokens input[type="number"]'))
     longest.clear()
     longest.send_keys("2048", Keys.TAB)
     browser.execute_script(RECORD_BOT_TEXT)
     box.send_keys("Tell me everything about bike chains.\n")
-    _wait(browser, lambda d: len(d.execute_script("return window.botTexts")) >= 3)
-    _wait(browser, lambda d: d.find_element(By.ID, "stop")).click()
+    wait_until(browser, lambda d: len(d.execute_script("return window.botTexts")) >= 3)
+    wait_until(browser, lambda d: d.find_element(By.ID, "stop")).click()
 
     stopped_text = _settled(browser, "return window.botTexts[window.botTexts.length - 1]")
     stats = served.model.last_stats
@@ -188,13 +147,14 @@ def test_uploaded_speech_is_transcribed_and_sent(served, browser, question_wav):
     from selenium.webdriver.common.by import By
 
     browser.get(served.url)
-    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input"))
-    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#voice-input button[aria-label="Upload file"]')).click()
-    upload = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#voice-input input[type="file"]'))
+    wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input"))
+    upload_button = '#voice-input button[aria-label="Upload file"]'
+    wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, upload_button)).click()
+    upload = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#voice-input input[type="file"]'))
     upload.send_keys(str(question_wav))
 
     assert {"bike", "chain", "skip", "cog"} <= _sent_words(browser)
-    _wait(browser, lambda d: [t for t in _texts(d, '#chatbot [data-testid="bot"]') if t.strip()], 30)
+    wait_until(browser, lambda d: [t for t in _texts(d, '#chatbot [data-testid="bot"]') if t.strip()], 30)
 
 
 def test_microphone_recording_is_transcribed_and_sent(served, browser, question_wav):
@@ -202,11 +162,11 @@ def test_microphone_recording_is_transcribed_and_sent(served, browser, question_
     from selenium.webdriver.common.by import By
 
     browser.get(served.url)
-    record = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input button.record-button"))
+    record = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input button.record-button"))
     record.click()
     # The fake microphone loops the file from when the page opened it: two lengths hold one whole question.
     time.sleep(2 * soundfile.info(str(question_wav)).duration + 0.5)
-    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input button.stop-button")).click()
+    wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input button.stop-button")).click()
 
     words = _sent_words(browser)
     # The recording starts mid-loop, so Whisper hears the question cut and joined to itself: one word of four
@@ -217,7 +177,7 @@ def test_microphone_recording_is_transcribed_and_sent(served, browser, question_
 @pytest.fixture(scope="module")
 def served_speaking(tiny_chat_model_dir, small_memory_dir):
     """The page with speech out on (the shipped Kokoro), for the streamed spoken reply."""
-    _require_browser()
+    require_browser()
     from rhizome.chat.tts import load_tts
 
     chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
@@ -235,13 +195,13 @@ def test_spoken_reply_streams_into_the_audio_player_and_the_status_line_times_it
     from selenium.webdriver.common.by import By
 
     browser.get(served_speaking.url)
-    box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+    box = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
     box.send_keys("How should I check my bike chain?\n")
     # The streamed pieces reach an <audio> the page can play while the reply is still being spoken.
     playable = ("const a = document.querySelector('#spoken-reply audio');"
                 "return a ? [a.currentSrc || a.src || '', a.readyState, a.duration || 0] : null;")
-    _wait(browser, lambda d: (v := d.execute_script(playable)) and v[0] and v[1] > 0, 90)
+    wait_until(browser, lambda d: (v := d.execute_script(playable)) and v[0] and v[1] > 0, 90)
     # The page waits for the rest of the (random, long) reply to be spoken before its status line is final.
-    status = _wait(browser, lambda d: "first audio" in d.find_element(By.ID, "status").text
-                   and d.find_element(By.ID, "status").text, 240)
+    status = wait_until(browser, lambda d: "first audio" in d.find_element(By.ID, "status").text
+                        and d.find_element(By.ID, "status").text, 240)
     assert "Last reply: prompt" in status and "tokens/s" in status

@@ -1,11 +1,9 @@
 """In a real headless Chromium: an audio file over --max-upload-mb is refused on the page with a message
-naming the limit, and nothing reaches the server. Skipped without chromium (see test_browser.py)."""
+naming the limit, and nothing reaches the server. Skipped without chromium (tests/browser_support.py)."""
 
-import tempfile
 import wave
 
 import pytest
-from test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _require_browser, _wait, free_port
 
 from rhizome.chat.app import ChatPage, build_app
 from rhizome.chat.config import ChatConfig
@@ -13,13 +11,14 @@ from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
 from rhizome.chat.server import launch
 from rhizome.chat.session import ChatSession
+from tests.browser_support import chromium_driver, free_port, require_browser, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def page_url(tiny_chat_model_dir, small_memory_dir):
-    _require_browser()
+    require_browser()
     from rhizome.chat.stt import load_stt
 
     config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, port=free_port(), max_upload_mb=0.05)
@@ -32,8 +31,6 @@ def page_url(tiny_chat_model_dir, small_memory_dir):
 
 
 def test_an_upload_over_the_limit_gets_a_message_on_the_page(page_url, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     url, app = page_url
@@ -43,23 +40,14 @@ def test_an_upload_over_the_limit_gets_a_message_on_the_page(page_url, tmp_path)
         out.setsampwidth(2)
         out.setframerate(16000)
         out.writeframes(b"\0\0" * 48000)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="rhizome-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        try:
-            browser.get(url)
-            label = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input")).text
-            assert "up to 0.05 MB" in label
-            _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR,
-                                                    '#voice-input button[aria-label="Upload file"]')).click()
-            browser.find_element(By.CSS_SELECTOR, '#voice-input input[type="file"]').send_keys(str(long_take))
-            toast = _wait(browser, lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")
-                                              if "exceed" in t.text])
-        finally:
-            browser.quit()
+    with chromium_driver() as browser:
+        browser.get(url)
+        label = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input")).text
+        assert "up to 0.05 MB" in label
+        wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR,
+                                                     '#voice-input button[aria-label="Upload file"]')).click()
+        browser.find_element(By.CSS_SELECTOR, '#voice-input input[type="file"]').send_keys(str(long_take))
+        toast = wait_until(browser, lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")
+                                               if "exceed" in t.text])
     assert "maximum allowed size of 51.2 Kb" in toast[0] and "long_take.wav" in toast[0]
     assert not app.upload_file_set, "the page refused the file before sending it"

@@ -2,13 +2,12 @@
 from the form draws its loss curve as it trains, stops with a checkpoint, resumes and finishes; a second run is
 queued behind it, and Compare draws both.
 
-Skipped when Debian's chromium / chromium-driver are not installed, unless RHIZOME_REQUIRE_BROWSER=1 (CI).
+Skipped without chromium unless RHIZOME_REQUIRE_BROWSER=1 (tests/browser_support.py).
 """
 
 import re
 import shutil
 import signal
-import tempfile
 import time
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.server import launch
 from rhizome.studio.page import StudioPage, build_studio
-from tests.chat.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _require_browser, _wait, free_port
+from tests.browser_support import chromium_driver, free_port, require_browser, wait_until
 from tests.train.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow  # a real browser and three short trainings
@@ -32,7 +31,7 @@ POINT = re.compile(r"step: (\d+); [^:]+: ([-\d.e]+); series: (.+)")  # a mark's 
 @pytest.fixture(scope="module")
 def studio(tiny_model_dir, tmp_path_factory):
     """The studio on a free localhost port, its working folder holding the tiny model and the fixture data."""
-    _require_browser()
+    require_browser()
     work = tmp_path_factory.mktemp("studio")
     shutil.copytree(tiny_model_dir, work / "tiny")
     shutil.copytree(FIXTURES, work / "data_finetune")
@@ -53,21 +52,8 @@ def studio(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="rhizome-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium_driver() as driver:
+        yield driver
 
 
 def _fill(driver, name: str, value) -> None:
@@ -102,16 +88,16 @@ def _click(driver, elem_id: str) -> None:
 
 
 def _status(driver, status: str, seconds: float = 60):
-    return _wait(driver, lambda d: f"status {status}" in _text(d, "run-summary"), seconds)
+    return wait_until(driver, lambda d: f"status {status}" in _text(d, "run-summary"), seconds)
 
 
 def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, browser):
     url, work, page = studio
     browser.get(url)
-    _wait(browser, lambda d: _text(d, "train-command"))
+    wait_until(browser, lambda d: _text(d, "train-command"))
     for name, value in {**FORM, "output_dir": "run-a"}.items():
         _fill(browser, name, value)
-    _wait(browser, lambda d: "-o run-a" in _text(d, "train-command"))
+    wait_until(browser, lambda d: "-o run-a" in _text(d, "train-command"))
     shown = _text(browser, "train-command")
     assert "python train_script.py --model tiny -o run-a" in shown and f"--max-steps {STEPS}" in shown
     assert "--no-plots" in shown and str(work) not in shown
@@ -122,23 +108,23 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     # has seen it grow, reloaded the page and pressed Stop; it meets the STOP file after its current step.
     _status(browser, "running")
     trainer = page.launcher.active.process
-    first = _wait(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
+    first = wait_until(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
     trainer.send_signal(signal.SIGSTOP)
     try:
-        first = _wait(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 10)
+        first = wait_until(browser, lambda d: [p for p in _points(d, "plot-loss") if p[2] == "loss"], 10)
         trainer.send_signal(signal.SIGCONT)
-        grown = _wait(browser, lambda d: len([p for p in _points(d, "plot-loss") if p[2] == "loss"]) > len(first) + 1
-                      and [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
+        grown = wait_until(browser, lambda d: len([p for p in _points(d, "plot-loss") if p[2] == "loss"])
+                           > len(first) + 1 and [p for p in _points(d, "plot-loss") if p[2] == "loss"], 60)
         trainer.send_signal(signal.SIGSTOP)
         assert {p[2] for p in _points(browser, "plot-loss")} >= {"loss", "loss (smoothed)", "validation loss"}
         assert [p[0] for p in grown] == sorted(p[0] for p in grown) and grown[-1][0] > first[-1][0]
 
         # A reload reattaches to the running run (state from disk, not from the browser).
         browser.get(url)
-        _wait(browser, lambda d: "run-a" in _text(d, "run-summary") and "status running" in _text(d, "run-summary"),
-              30)
+        wait_until(browser, lambda d: "run-a" in _text(d, "run-summary")
+                   and "status running" in _text(d, "run-summary"), 30)
         _click(browser, "run-stop")
-        _wait(browser, lambda d: "stop" in _text(d, "train-message").lower(), 10)
+        wait_until(browser, lambda d: "stop" in _text(d, "train-message").lower(), 10)
     finally:
         trainer.send_signal(signal.SIGCONT)
     summary = _status(browser, "stopped", 60) and _text(browser, "run-summary")
@@ -147,19 +133,19 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     assert 0 < stopped_at < STEPS and "stopped" in _text(browser, "runs")
 
     _click(browser, "run-resume")
-    _wait(browser, lambda d: "resuming" in _text(d, "train-message"))
+    wait_until(browser, lambda d: "resuming" in _text(d, "train-message"))
     # A second run queued from the form while the first trains: one run at a time on a CPU.
     for name, value in {**FORM, "output_dir": "run-b", "max_steps": 3}.items():  # the reload reset the form
         _fill(browser, name, value)
-    _wait(browser, lambda d: "-o run-b" in _text(d, "train-command"))
+    wait_until(browser, lambda d: "-o run-b" in _text(d, "train-command"))
     _click(browser, "run-start")
-    _wait(browser, lambda d: "queued" in _text(d, "train-message"))
-    _wait(browser, lambda d: re.search(r"run-b\s+queued", _text(d, "runs")), 10)
+    wait_until(browser, lambda d: "queued" in _text(d, "train-message"))
+    wait_until(browser, lambda d: re.search(r"run-b\s+queued", _text(d, "runs")), 10)
 
-    _wait(browser, lambda d: "run-b" in _text(d, "run-summary"))
-    runs_table = _wait(browser, lambda d: "finished" in _text(d, "runs") and _text(d, "runs"), 180)
+    wait_until(browser, lambda d: "run-b" in _text(d, "run-summary"))
+    runs_table = wait_until(browser, lambda d: "finished" in _text(d, "runs") and _text(d, "runs"), 180)
     assert re.search(r"run-a\s+finished", runs_table), runs_table
-    _wait(browser, lambda d: re.search(r"run-b\s+finished", _text(d, "runs")), 90)
+    wait_until(browser, lambda d: re.search(r"run-b\s+finished", _text(d, "runs")), 90)
     run_a = page.run("run-a")
     assert run_a.status == "finished" and run_a.step == STEPS and run_a.final is not None
     steps = [r["step"] for r in run_a.metrics() if r.get("kind") == "train"]
@@ -169,11 +155,11 @@ def test_start_watch_stop_resume_finish_and_compare_from_the_browser(studio, bro
     from selenium.webdriver.common.keys import Keys
 
     _click(browser, "compare")
-    picker = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#compared input"))
+    picker = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#compared input"))
     for name in ("run-a", "run-b"):
         picker.send_keys(name)
         picker.send_keys(Keys.ENTER)
-    compared = _wait(browser, lambda d: {p[2] for p in _points(d, "plot-compare")} >= {
+    compared = wait_until(browser, lambda d: {p[2] for p in _points(d, "plot-compare")} >= {
         "run-a: loss (smoothed)", "run-b: loss (smoothed)"} and _points(d, "plot-compare"), 30)
     assert max(p[0] for p in compared if p[2].startswith("run-a")) == STEPS
     assert max(p[0] for p in compared if p[2].startswith("run-b")) == 3
