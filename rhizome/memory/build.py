@@ -33,6 +33,7 @@ from rhizome.memory.embedder import (
 from rhizome.memory.items import TokenSplitter, items_from_conversations, items_from_pdf_chunks
 from rhizome.memory.store import METADATA_FILE, VECTORS_FILE, Memory, MemoryFilesError
 from rhizome.redact import REDACT_HELP, REDACT_PII_HELP, Redaction
+from rhizome.text import normalise_text
 
 log = get_logger(__name__)
 
@@ -90,23 +91,27 @@ def remembered_chat_turns(folder: Path, embedding_model: str) -> tuple[list[dict
     return [old.metadata[i] for i in keep], old.vectors[keep]
 
 
-def redacted_conversations(conversations: Iterable[Conversation], redaction: Redaction,
-                           counts: Counter) -> Iterator[Conversation]:
-    """Copies of ``conversations`` with their turns and titles redacted (before splitting, so no secret is cut in
-    two); a conversation with nothing to redact is passed on as it is."""
+def cleaned_conversations(conversations: Iterable[Conversation], redaction: Redaction,
+                          counts: Counter) -> Iterator[Conversation]:
+    """Copies of ``conversations`` with their turns and titles normalised (:func:`rhizome.text.normalise_text`, as
+    the formatter does, so the formatter finds their vectors here) and redacted (before splitting, so no secret is
+    cut in two); a conversation with nothing to change is passed on as it is."""
     for conversation in conversations:
-        messages = [message if (text := redaction(message.text, counts)) == message.text
+        messages = [message if (text := redaction(normalise_text(message.text), counts)) == message.text
                     else dataclasses.replace(message, text=text) for message in conversation.messages]
-        title = redaction(conversation.title, counts) if conversation.title else conversation.title
+        title = redaction(normalise_text(conversation.title), counts) if conversation.title else conversation.title
         if title != conversation.title or any(new is not old for new, old in zip(messages, conversation.messages)):
             conversation = dataclasses.replace(conversation, messages=messages, title=title)
         yield conversation
 
 
-def redacted_chunks(chunks: Iterable[dict], redaction: Redaction, counts: Counter) -> Iterator[dict]:
+def cleaned_chunks(chunks: Iterable[dict], redaction: Redaction, counts: Counter) -> Iterator[dict]:
+    """PDF chunks normalised and redacted as :func:`cleaned_conversations` does turns; empty ones dropped."""
     for chunk in chunks:
-        yield {**chunk, "text": redaction(chunk["text"], counts),
-               "title": redaction(chunk["title"], counts) if chunk.get("title") else chunk.get("title")}
+        text = redaction(normalise_text(chunk["text"]), counts)
+        if text:
+            yield {**chunk, "text": text,
+                   "title": redaction(chunk["title"], counts) if chunk.get("title") else chunk.get("title")}
 
 
 def redact_remembered_turns(items: list[dict], redaction: Redaction, counts: Counter) -> list[int]:
@@ -144,13 +149,10 @@ def build_memory(config: EmbedConfig) -> dict:
     redacted: Counter = Counter()
     items: list[dict] = []
     if conversation_files:
-        conversations = iter_conversations(conversation_files, report, config.input_limits())
-        if redaction:
-            conversations = redacted_conversations(conversations, redaction, redacted)
+        conversations = cleaned_conversations(iter_conversations(conversation_files, report, config.input_limits()),
+                                              redaction, redacted)
         items.extend(items_from_conversations(progress(conversations, desc="conversations", unit="conv"), splitter))
-    chunks = load_pdf_chunks(pdf_files, report)
-    if redaction:
-        chunks = list(redacted_chunks(chunks, redaction, redacted))
+    chunks = list(cleaned_chunks(load_pdf_chunks(pdf_files, report), redaction, redacted))
     items.extend(items_from_pdf_chunks(progress(chunks, desc="PDF chunks", unit="chunk"), splitter))
     if not items:
         raise NothingToEmbedError(f"no text found in {', '.join(inputs)}; see the messages above for why")

@@ -91,6 +91,8 @@ def with_parts(base: dict, pieces: list[str]) -> Iterator[dict]:
 def items_from_conversations(conversations: Iterable[Conversation], splitter: TokenSplitter) -> Iterator[dict]:
     for conv in conversations:
         for index, message in enumerate(conv.messages):
+            if not message.text:  # nothing left after normalisation (only invisible characters); the index stays
+                continue
             base = {
                 "id": f"{conv.source}:{conv.id}:{index}",
                 "source": conv.source,

@@ -187,3 +187,31 @@ def test_formatter_embeds_nothing_the_memory_holds_even_a_message_over_the_token
     embed = next(r for r in steps.records if r.name == "embed")
     assert embed.varying["newly_embedded"] == 0
     assert metadata["embeddings"]["texts_from_memory"] == memory["items"]
+
+
+def test_formatter_embeds_nothing_the_memory_holds_when_cleaning_changes_whitespace(tmp_path):
+    """Turns as exports hold them: trailing spaces before line breaks, runs of blank lines, Windows line ends,
+    non-breaking and zero-width spaces. The memory stores them normalised as the formatter does, so the
+    formatter finds every vector there (it used to embed each such turn again)."""
+    from rhizome.memory.build import EmbedConfig, build_memory
+
+    long_reply = "\n\n\n\n".join(f"Step {i}: lift frame {i}   \nand look for eggs,\u00a0larvae and sealed brood.  "
+                                 for i in range(60))  # over the token limit: split into pieces after normalising
+    turns = ["How do I inspect a hive in spring?  \nI am new to this.\t", long_reply,
+             "And how often\u200b should I open it?\r\n\r\nThanks!", "Every seven to ten days in the swarming "
+             "season.   \n\n\n\n\n\nLess often later in the summer.\n\n"]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": r, "content": t} for r, t in
+                                             zip(["user", "assistant"] * 2, turns)]}) + "\n")
+    memory = build_memory(EmbedConfig(inputs=[str(chat)], output_dir=str(tmp_path / "memory"),
+                                      cache_dir=str(tmp_path / "memory_cache")))
+    assert memory["split_items"] >= 2
+    steps = StepLog()
+    metadata = run(FormatConfig(inputs=[str(chat)], output_dir=str(tmp_path / "out"),
+                                cache_dir=str(tmp_path / "formatter_cache"),  # empty: only the memory can help
+                                input_memory_texts=str(tmp_path / "memory" / "memory_texts.npy"),
+                                qa_quality_score_threshold=0.0, semantic_memory_path=str(tmp_path / "s.pkl")), steps)
+    assert metadata["clean"]["texts_changed"] == len(turns)  # the fixture does hold what cleaning changes
+    embed = next(r for r in steps.records if r.name == "embed")
+    assert embed.varying["newly_embedded"] == 0
+    assert metadata["embeddings"]["texts_from_memory"] == memory["items"]
