@@ -15,6 +15,8 @@ only), same rows per step, same steps and max length:
   trainer-grouped       the same with train_sampling_strategy="group_by_length" (the fair anchor)
   trainer-grouped-bf16  the same with bf16=True (what a user of this CPU would run)
   trl, trl-bf16         TRL SFTTrainer, packing=True (best-fit decreasing, padding-free), fp32 / bf16=True
+  trainer-grouped-qlora, trainer-grouped-bf16-qlora   the grouped Trainer + PEFT on the same 4-bit NF4 base as
+                        ours-qlora (rhizome's loader), fp32 / bf16=True: the QLoRA anchors
 
 Each runs in its own process (so peak memory is its own); the first step is a warm-up and not timed.
 Prints the median over steps of real (non-padding) tokens per second and of seconds per step (the
@@ -27,6 +29,7 @@ Goals: ours-bf16 >= 2.5x trainer-grouped-bf16, ours >= 1.5x trainer-grouped.
     python bench/train.py --configs ours-bf16 trainer-grouped-bf16 --shape 360m --steps 2
     python bench/train.py --profile [--before] [--precision fp32] [--profile-top 30]   # where one step's time goes
     python bench/train.py --ablate --batch-size 2           # each optimisation of the step on its own
+    python bench/train.py --openmp --steps 3                # thread counts and OpenMP settings, alternating processes
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
 
 CONFIGS = ("ours", "ours-bf16", "ours-compile", "ours-bf16-compile", "trainer-grouped", "trainer-grouped-bf16",
-           "ours-qlora", "ours-bf16-qlora", "ours-fullhead", "trainer", "trl", "trl-bf16")
+           "ours-qlora", "ours-bf16-qlora", "trainer-grouped-qlora", "trainer-grouped-bf16-qlora", "ours-fullhead",
+           "trainer", "trl", "trl-bf16")
 # The default run: ours with and without compilation and the fair anchor (HF Trainer with length grouping) in both
 # precisions, and TRL in bf16.
 DEFAULT_CONFIGS = ("ours", "ours-compile", "ours-bf16", "ours-bf16-compile", "trainer-grouped", "trainer-grouped-bf16",
@@ -167,20 +171,23 @@ def _hf(name: str, args) -> list[tuple[float, int]]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from rhizome.train.model import lora_target_modules
+    from rhizome.train.model import LoraSetup, apply_lora, load_base_model, lora_target_modules
 
     path = args.model
     tokenizer = AutoTokenizer.from_pretrained(path)
     dataset = _hf_dataset(args, tokenizer)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if name.endswith("-qlora"):  # the very base and adapters ours-qlora trains (fp32 compute; bf16 by autocast)
+        model = apply_lora(load_base_model("bench", path, "nf4", "cpu", torch.float32), LoraSetup(), "nf4")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=lora_target_modules(model),
                       task_type="CAUSAL_LM")
     timer, counts = _StepTimer(), []
     common = {"output_dir": str(Path(args.tmp) / name), "per_device_train_batch_size": args.batch_size,
               "gradient_accumulation_steps": 1, "max_steps": args.steps + 1, "learning_rate": 1e-4,
               "save_strategy": "no", "report_to": [], "logging_steps": 10_000, "use_cpu": True,
-              "dataloader_num_workers": 0, "seed": 0, "bf16": name.endswith("-bf16")}
+              "dataloader_num_workers": 0, "seed": 0, "bf16": "-bf16" in name}
     if name.startswith("trl"):
         from trl import SFTConfig, SFTTrainer
 
@@ -194,7 +201,8 @@ def _hf(name: str, args) -> list[tuple[float, int]]:
         grouped = {"train_sampling_strategy": "group_by_length"} if name.startswith("trainer-grouped") else {}
         config = TrainingArguments(**common, remove_unused_columns=False, **grouped)
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        trainer = Trainer(model=get_peft_model(model, lora), args=config, callbacks=[timer.callback],
+        peft_model = model if name.endswith("-qlora") else get_peft_model(model, lora)
+        trainer = Trainer(model=peft_model, args=config, callbacks=[timer.callback],
                           train_dataset=dataset.remove_columns(["assistant_masks"]),
                           data_collator=_counting(collator, counts, lambda b: int(b["attention_mask"].sum())))
     trainer.train()
@@ -275,6 +283,60 @@ def ablate(args) -> None:
         print(f"| {label} | {median:.2f} ({min(seconds[label]):.2f}-{max(seconds[label]):.2f}) | "
               f"{float(np.median(tokens[label])) / median:.0f} | {median_cpu:.2f} ({min(cpu[label]):.2f}-"
               f"{max(cpu[label]):.2f}) | {first / median_cpu:.2f}x |")
+
+
+# ------------------------------------------------------------------------------------------- threads and OpenMP
+
+# Thread counts and OpenMP settings, each in its own process (the OpenMP runtime reads its variables at start-up).
+# torch's Linux wheels use GNU libgomp, so Intel's KMP_AFFINITY / KMP_BLOCKTIME do nothing; libgomp's own
+# equivalents are OMP_PROC_BIND / OMP_PLACES (pinning) and OMP_WAIT_POLICY (spin or sleep between parallel regions).
+# None: the physical cores, what rhizome.device picks.
+OPENMP = {
+    "physical cores, no OpenMP variables (the default)": (None, {}),
+    "1 thread": (1, {}),
+    "physical cores, OMP_PROC_BIND=close OMP_PLACES=cores": (None, {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}),
+    "physical cores, OMP_WAIT_POLICY=passive": (None, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "physical cores, OMP_WAIT_POLICY=active": (None, {"OMP_WAIT_POLICY": "ACTIVE"}),
+}
+
+
+def openmp(args) -> None:
+    """ours-bf16 under each OPENMP setting, one process per setting and round, the settings alternating."""
+    tokens_per_s: dict = {label: [] for label in OPENMP}
+    cpu: dict = {label: [] for label in OPENMP}
+    for round_ in range(args.rounds):
+        for label, (threads, variables) in OPENMP.items():
+            command = [sys.executable, __file__, "--only", "ours-bf16", "--data", args.data, "--tmp", args.tmp,
+                       "--model", args.model, "--shape", args.shape, "--steps", str(args.steps),
+                       "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length),
+                       "--threads", str(threads or args.threads)]
+            result = _subprocess_result(command, {**os.environ, **variables})
+            if result is None:
+                print(f"{label}: failed", file=sys.stderr)
+                continue
+            tokens_per_s[label].append(result["tokens_per_s"])
+            cpu[label].append(result["tokens_per_cpu_s"])
+            print(f"  round {round_} {label}: {result['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
+    print(f"{args.model_label}, ours-bf16, batch {args.batch_size} x {args.max_seq_length}, {args.steps} timed steps "
+          f"per process, {args.rounds} processes per setting, alternating; 1-minute load average "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    print("| setting | real tok/s, median of processes (min-max) | real tok per CPU-s | vs the default |\n"
+          "|---|---|---|---|")
+    default = float(np.median(tokens_per_s[next(iter(OPENMP))]))
+    for label, values in tokens_per_s.items():
+        if values:
+            print(f"| {label} | {np.median(values):.0f} ({min(values):.0f}-{max(values):.0f}) | "
+                  f"{np.median(cpu[label]):.0f} | {np.median(values) / default:.2f}x |")
+
+
+def _subprocess_result(command: list[str], env: dict | None = None) -> dict | None:
+    """The RESULT line of a ``--only`` child process, or None (with its error output) if it failed."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 # ------------------------------------------------------------------------------------------- loss check
@@ -457,6 +519,9 @@ def main() -> None:
                         help="time each optimisation of our step on its own (bf16, interleaved in one process)")
     parser.add_argument("--variants", type=int, nargs="*", default=[],
                         help="with --ablate: only these variants, by their 0-based place in the table (default all)")
+    parser.add_argument("--openmp", action="store_true",
+                        help="ours-bf16 under each thread count / OpenMP setting (OPENMP), one process each, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="with --openmp: processes per setting")
     parser.add_argument("--loss-check", action="store_true",
                         help="train --steps steps on data_finetune/ in fp32 and bf16 side by side; "
                              "compare losses and test perplexity")
@@ -496,6 +561,9 @@ def main() -> None:
         if args.loss_check:
             loss_check(args)
             return
+        if args.openmp:
+            openmp(args)
+            return
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(args.model)
@@ -509,12 +577,11 @@ def main() -> None:
                        "--model", args.model, "--shape", args.shape, "--steps", str(args.steps),
                        "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length),
                        "--threads", str(threads)]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode or not lines:
-                print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            result = _subprocess_result(command)
+            if result is None:
+                print(f"{name}: failed", file=sys.stderr)
                 continue
-            results[name] = json.loads(lines[-1][len("RESULT "):])
+            results[name] = result
             print(f"  {name:20s} {results[name]['tokens_per_s']:7.0f} tok/s", file=sys.stderr, flush=True)
 
     print(f"{args.model_label} ({params / 1e6:.1f}M parameters), {args.pairs} pairs, batch {args.batch_size} rows, "
@@ -543,6 +610,10 @@ def main() -> None:
                 goal = goals.get(other)
                 print(f"{ours} / {other}: {ratio:.2f}x wall, {cpu_ratio:.2f}x per CPU-second"
                       + (f" (goal >= {goal}x)" if goal else ""))
+    for ours, anchor in (("ours-qlora", "trainer-grouped-qlora"), ("ours-bf16-qlora", "trainer-grouped-bf16-qlora")):
+        if ours in results and anchor in results:
+            print(f"{ours} / {anchor}: {results[ours]['tokens_per_s'] / results[anchor]['tokens_per_s']:.2f}x wall, "
+                  f"{results[ours]['tokens_per_cpu_s'] / results[anchor]['tokens_per_cpu_s']:.2f}x per CPU-second")
     if "ours-bf16" in results and "ours" in results:
         print(f"ours-bf16 / ours: {results['ours-bf16']['tokens_per_s'] / results['ours']['tokens_per_s']:.2f}x")
     for plain in ("ours", "ours-bf16"):
