@@ -1,5 +1,5 @@
-"""A headless Chromium for the tests that look at a served page (and bench/studio.py), and a free localhost port
-to serve the page on.
+"""A headless Chromium for the tests that look at a served page (and bench/studio.py), a free localhost port to
+serve the page on, and the chat page served with a tiny model.
 
 A test needing the browser is skipped when Debian's chromium / chromium-driver are not installed, unless
 RHIZOME_REQUIRE_BROWSER=1 (CI): there it fails, so a missing browser cannot pass unseen.
@@ -12,7 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import pytest
 
@@ -66,3 +66,34 @@ def wait_until(driver, condition, seconds: float = 30):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, seconds, poll_frequency=0.05).until(condition)
+
+
+class ServedChat(NamedTuple):
+    url: str
+    model: Any  # the ChatModel, to read what generation did
+    app: Any  # the Gradio app, to read what reached the server
+
+
+@contextlib.contextmanager
+def chat_page_served(model_dir: str, memory_dir, make_page: Callable, config_settings: dict | None = None,
+                     **app_settings) -> Iterator[ServedChat]:
+    """The real chat page on a free localhost port, closed on leaving: the model in ``model_dir`` on the CPU, the
+    memory in ``memory_dir``; ``make_page(session)`` builds the ChatPage with the speech parts the test wants."""
+    require_browser()
+    from rhizome.chat.app import build_app
+    from rhizome.chat.config import ChatConfig
+    from rhizome.chat.llm import ChatModel
+    from rhizome.chat.retrieval import ChatMemory
+    from rhizome.chat.server import launch
+    from rhizome.chat.session import ChatSession
+
+    config = ChatConfig(**{"memory_dir": str(memory_dir), "remember": False, "min_score": 0.2, "port": free_port(),
+                           **(config_settings or {})})
+    model = ChatModel.load(model_dir, None, device="cpu")
+    session = ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens))
+    app = build_app(make_page(session), max_upload_mb=config.max_upload_mb, **app_settings)
+    url, _ = launch(app, config)
+    try:
+        yield ServedChat(url, model, app)
+    finally:
+        app.close(verbose=False)

@@ -7,17 +7,11 @@ Skipped without chromium unless RHIZOME_REQUIRE_BROWSER=1 (tests/browser_support
 
 import os
 import time
-from typing import NamedTuple
 
 import pytest
 
-from rhizome.chat.app import ChatPage, build_app
-from rhizome.chat.config import ChatConfig
-from rhizome.chat.llm import ChatModel
-from rhizome.chat.retrieval import ChatMemory
-from rhizome.chat.server import launch
-from rhizome.chat.session import ChatSession
-from tests.browser_support import chromium_driver, free_port, require_browser, wait_until
+from rhizome.chat.app import ChatPage
+from tests.browser_support import chat_page_served, chromium_driver, wait_until
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.slow  # real browser plus the shipped Whisper and Kokoro models
@@ -33,25 +27,16 @@ new MutationObserver(() => {
 """
 
 
-class Served(NamedTuple):
-    url: str
-    model: ChatModel  # to read what generation did
-
-
 @pytest.fixture(scope="module")
 def served(tiny_chat_model_dir, small_memory_dir):
-    """The real page on a free localhost port: tiny random model, a small memory, the shipped Whisper."""
-    require_browser()
+    """The real page with a tiny random model, a small memory and the shipped Whisper."""
     from rhizome.chat.stt import load_stt
 
-    chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
-    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
-    session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
-    page = ChatPage(session, stt=load_stt("whisper"), notices=["**Spoken replies are off**: not needed here."])
-    app = build_app(page, temperature=1.0, max_new_tokens=96)
-    url, _ = launch(app, chat_config)
-    yield Served(url, model)
-    app.close()
+    def page(session):
+        return ChatPage(session, stt=load_stt("whisper"), notices=["**Spoken replies are off**: not needed here."])
+
+    with chat_page_served(tiny_chat_model_dir, small_memory_dir, page, temperature=1.0, max_new_tokens=96) as chat:
+        yield chat
 
 
 @pytest.fixture(scope="module")
@@ -177,18 +162,14 @@ def test_microphone_recording_is_transcribed_and_sent(served, browser, question_
 @pytest.fixture(scope="module")
 def served_speaking(tiny_chat_model_dir, small_memory_dir):
     """The page with speech out on (the shipped Kokoro), for the streamed spoken reply."""
-    require_browser()
     from rhizome.chat.tts import load_tts
 
-    chat_config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, min_score=0.2, port=free_port())
-    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
-    session = ChatSession(chat_config, model, ChatMemory.from_config(chat_config, count_tokens=model.count_tokens))
-    tts = load_tts("kokoro")
-    page = ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
-    app = build_app(page, temperature=1.0, max_new_tokens=24)
-    url, _ = launch(app, chat_config)
-    yield Served(url, model)
-    app.close()
+    def page(session):
+        tts = load_tts("kokoro")
+        return ChatPage(session, tts=tts, voice=tts.default_voice, speak=True)
+
+    with chat_page_served(tiny_chat_model_dir, small_memory_dir, page, temperature=1.0, max_new_tokens=24) as chat:
+        yield chat
 
 
 def test_spoken_reply_streams_into_the_audio_player_and_the_status_line_times_it(served_speaking, browser):

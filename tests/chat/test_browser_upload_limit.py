@@ -5,35 +5,26 @@ import wave
 
 import pytest
 
-from rhizome.chat.app import ChatPage, build_app
-from rhizome.chat.config import ChatConfig
-from rhizome.chat.llm import ChatModel
-from rhizome.chat.retrieval import ChatMemory
-from rhizome.chat.server import launch
-from rhizome.chat.session import ChatSession
-from tests.browser_support import chromium_driver, free_port, require_browser, wait_until
+from rhizome.chat.app import ChatPage
+from tests.browser_support import chat_page_served, chromium_driver, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def page_url(tiny_chat_model_dir, small_memory_dir):
-    require_browser()
+def served(tiny_chat_model_dir, small_memory_dir):
     from rhizome.chat.stt import load_stt
 
-    config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, port=free_port(), max_upload_mb=0.05)
-    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
-    session = ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens))
-    app = build_app(ChatPage(session, stt=load_stt("whisper")), max_upload_mb=config.max_upload_mb)
-    url, _ = launch(app, config)
-    yield url, app
-    app.close(verbose=False)
+    def page(session):
+        return ChatPage(session, stt=load_stt("whisper"))
+
+    with chat_page_served(tiny_chat_model_dir, small_memory_dir, page, {"max_upload_mb": 0.05}) as chat:
+        yield chat
 
 
-def test_an_upload_over_the_limit_gets_a_message_on_the_page(page_url, tmp_path):
+def test_an_upload_over_the_limit_gets_a_message_on_the_page(served, tmp_path):
     from selenium.webdriver.common.by import By
 
-    url, app = page_url
     long_take = tmp_path / "long_take.wav"
     with wave.open(str(long_take), "wb") as out:  # 3 s of silence at 16 kHz: 96 KB, over the 51 KB limit
         out.setnchannels(1)
@@ -41,7 +32,7 @@ def test_an_upload_over_the_limit_gets_a_message_on_the_page(page_url, tmp_path)
         out.setframerate(16000)
         out.writeframes(b"\0\0" * 48000)
     with chromium_driver() as browser:
-        browser.get(url)
+        browser.get(served.url)
         label = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#voice-input")).text
         assert "up to 0.05 MB" in label
         wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR,
@@ -50,4 +41,4 @@ def test_an_upload_over_the_limit_gets_a_message_on_the_page(page_url, tmp_path)
         toast = wait_until(browser, lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")
                                                if "exceed" in t.text])
     assert "maximum allowed size of 51.2 Kb" in toast[0] and "long_take.wav" in toast[0]
-    assert not app.upload_file_set, "the page refused the file before sending it"
+    assert not served.app.upload_file_set, "the page refused the file before sending it"
