@@ -26,7 +26,7 @@ METHODS = ("sft", "dpo")
 RESUMABLE_CHANGES = frozenset({
     "fresh", "logging_steps", "save_steps", "eval_steps", "save_total_limit", "verbose", "plots",
     "force_rebuild_cache", "use_cache", "cache_dir", "threads", "num_train_epochs", "max_steps", "output_dir",
-    "report_to", "compile",
+    "report_to", "compile", "workers",
 })
 
 
@@ -56,6 +56,8 @@ class TrainConfig:
                              flag="--cache")
     cache_dir: str = option("data_finetune/tokenized_cache", "where the tokenisation cache lives")
     force_rebuild_cache: bool = option(False, "re-tokenise even when the cache is valid")
+    workers: int = option(0, "processes that tokenise the data when it is not cached (the same samples for any "
+                             "number); 0 = all CPUs but one, at least 1")
 
     use_theme_weighting: bool = option(True, "draw pairs with probability from their theme_weight "
                                              "(off: a plain shuffled epoch)", flag="--theme-weighting")

@@ -12,13 +12,18 @@ to the reply with ``add_generation_prompt=True`` (where the reply starts) and up
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterator
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rhizome.device import available_cpus
 from rhizome.errors import UserError
 from rhizome.log import get_logger
 
@@ -53,17 +58,23 @@ def checked_rows(path: str | Path, check: Callable[[object], str | None],
             yield number, row
 
 
-def load_pairs(path: str | Path) -> list[dict]:
-    """Read and check a chat JSONL file; errors name the file and line."""
+def iter_pairs(path: str | Path) -> Iterator[dict]:
+    """The chat pairs of a JSONL file, read and checked one line at a time; errors name the file and line, and a
+    file with none is an error."""
     path = Path(path)
-    pairs = [{"id": str(row.get("id", f"{path.stem}-{number}")), "messages": row["messages"],
-              "themes": [str(t) for t in row.get("themes") or []],
-              "theme_weight": float(row.get("theme_weight", 1.0))}
-             for number, row in checked_rows(path, _check_row, "Create the training data with `python "
-                                             "data_formatter.py` or pass --train-file / --validation-file.")]
-    if not pairs:
+    number = None
+    for number, row in checked_rows(path, _check_row, "Create the training data with `python data_formatter.py` "
+                                    "or pass --train-file / --validation-file."):
+        yield {"id": str(row.get("id", f"{path.stem}-{number}")), "messages": row["messages"],
+               "themes": [str(t) for t in row.get("themes") or []],
+               "theme_weight": float(row.get("theme_weight", 1.0))}
+    if number is None:
         raise DatasetFileError(f"{path} holds no training pairs")
-    return pairs
+
+
+def load_pairs(path: str | Path) -> list[dict]:
+    """Every chat pair of a JSONL file (:func:`iter_pairs`)."""
+    return list(iter_pairs(path))
 
 
 def _check_row(row) -> str | None:
@@ -173,42 +184,115 @@ def _without_oldest_context(tokenizer, messages: list[dict], max_seq_length: int
             return result
 
 
-def tokenize_pairs(pairs: list[dict], tokenizer, max_seq_length: int, loss_on: str = "last",
-                   batch: int = 256) -> TokenizedData:
-    """Render, tokenise and mask every pair. A pair longer than ``max_seq_length`` first loses its oldest context
-    turns (loss on the last reply only), then its end; pairs left with no target token are dropped."""
-    tokens, targets, offsets = [], [], [0]
+CHUNK_PAIRS = 512  # pairs per unit of work: one tokenizer batch, one message to a worker, one write to the cache
+
+
+def default_workers() -> int:
+    """Tokenising processes when none are asked for: all CPUs but one (left to the parent, which reads the
+    file and writes the cache), at least one; so one, in-process, on a 2-core machine."""
+    return max(1, available_cpus() - 1)
+
+
+def _tokenize_chunk(pairs: list[dict], tokenizer, max_seq_length: int, loss_on: str) -> TokenizedData:
+    """Render, tokenise and mask ``pairs``; samples as flat arrays, counts in ``stats``."""
+    tokens, targets, lengths = [], [], []
     ids, themes, weights = [], [], []
     truncated = dropped = trimmed = 0
-    for start in range(0, len(pairs), batch):
-        chunk = pairs[start:start + batch]
-        rendered = [assistant_spans(tokenizer, pair["messages"], loss_on) for pair in chunk]
-        encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
-        for pair, (_, spans), input_ids, char_offsets in zip(chunk, rendered, encoded["input_ids"],
-                                                              encoded["offset_mapping"]):
-            mask = _target_mask(spans, char_offsets)
-            if len(input_ids) > max_seq_length and loss_on == "last":
-                shorter = _without_oldest_context(tokenizer, pair["messages"], max_seq_length)
-                if shorter is not None:
-                    trimmed += 1
-                    input_ids, mask = shorter
-            if len(input_ids) > max_seq_length:
-                truncated += 1
-                input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
-            if not mask[1:].any():
-                dropped += 1
-                continue
-            tokens.append(np.asarray(input_ids, dtype=np.int32))
-            targets.append(mask)
-            offsets.append(offsets[-1] + len(input_ids))
-            ids.append(pair["id"])
-            themes.append(pair["themes"])
-            weights.append(pair["theme_weight"])
-    if not ids:
-        raise DatasetFileError(f"no pair keeps an assistant token within max_seq_length={max_seq_length}")
+    rendered = [assistant_spans(tokenizer, pair["messages"], loss_on) for pair in pairs]
+    encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    for pair, (_, spans), input_ids, char_offsets in zip(pairs, rendered, encoded["input_ids"],
+                                                          encoded["offset_mapping"]):
+        mask = _target_mask(spans, char_offsets)
+        if len(input_ids) > max_seq_length and loss_on == "last":
+            shorter = _without_oldest_context(tokenizer, pair["messages"], max_seq_length)
+            if shorter is not None:
+                trimmed += 1
+                input_ids, mask = shorter
+        if len(input_ids) > max_seq_length:
+            truncated += 1
+            input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
+        if not mask[1:].any():
+            dropped += 1
+            continue
+        tokens.append(np.asarray(input_ids, dtype=np.int32))
+        targets.append(mask)
+        lengths.append(len(input_ids))
+        ids.append(pair["id"])
+        themes.append(pair["themes"])
+        weights.append(pair["theme_weight"])
     stats = {"pairs": len(pairs), "samples": len(ids), "context_trimmed": trimmed, "truncated": truncated,
              "dropped_no_target": dropped}
     return TokenizedData(
-        np.concatenate(tokens), np.concatenate(targets), np.asarray(offsets, dtype=np.int64), ids, themes,
-        np.asarray(weights, dtype=np.float64), stats,
+        np.concatenate(tokens) if tokens else np.zeros(0, np.int32),
+        np.concatenate(targets) if targets else np.zeros(0, bool),
+        np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]), ids, themes, np.asarray(weights, np.float64), stats)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+_worker_setup: tuple = ()
+
+
+def _start_worker(tokenizer, max_seq_length: int, loss_on: str) -> None:
+    global _worker_setup
+    _worker_setup = (tokenizer, max_seq_length, loss_on)
+
+
+def _tokenize_in_worker(pairs: list[dict]) -> TokenizedData:
+    return _tokenize_chunk(pairs, *_worker_setup)
+
+
+def tokenized_chunks(pairs: Iterable[dict], tokenizer, max_seq_length: int, loss_on: str = "last",
+                     workers: int = 1) -> Iterator[TokenizedData]:
+    """:func:`tokenize_pairs` a chunk of :data:`CHUNK_PAIRS` pairs at a time, in order, so neither the pairs nor
+    their tokens need to be in memory at once. With ``workers`` > 1 the chunks are tokenised by that many
+    processes, at most two chunks each read ahead; the chunks come out the same as with one."""
+    chunks = _batches(pairs, CHUNK_PAIRS)
+    first = next(chunks, None)
+    second = next(chunks, None) if first is not None else None
+    if workers <= 1 or second is None:  # one chunk does not repay starting processes (a second or two each)
+        for chunk in itertools.chain(filter(None, (first, second)), chunks):
+            yield _tokenize_chunk(chunk, tokenizer, max_seq_length, loss_on)
+        return
+    # spawn, not fork: the parent may hold OpenMP and tokenizer thread pools, which a forked child inherits broken.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(tokenizer, max_seq_length, loss_on)) as pool:
+        pending: deque = deque()
+        for chunk in itertools.chain((first, second), chunks):
+            pending.append(pool.submit(_tokenize_in_worker, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def no_samples_error(max_seq_length: int) -> DatasetFileError:
+    return DatasetFileError(f"no pair keeps an assistant token within max_seq_length={max_seq_length}")
+
+
+def add_stats(total: dict, part: dict) -> dict:
+    """Counts of two runs of chunks added up."""
+    return {key: total.get(key, 0) + value for key, value in part.items()}
+
+
+def tokenize_pairs(pairs: Iterable[dict], tokenizer, max_seq_length: int, loss_on: str = "last",
+                   workers: int = 1) -> TokenizedData:
+    """Render, tokenise and mask every pair, in memory. A pair longer than ``max_seq_length`` first loses its
+    oldest context turns (loss on the last reply only), then its end; pairs left with no target token are dropped.
+    (``rhizome.train.cache`` writes the same samples to disk chunk by chunk instead.)"""
+    parts = list(tokenized_chunks(pairs, tokenizer, max_seq_length, loss_on, workers))
+    stats: dict = {}
+    for part in parts:
+        stats = add_stats(stats, part.stats)
+    if not stats.get("samples"):
+        raise no_samples_error(max_seq_length)
+    lengths = np.concatenate([part.lengths for part in parts])
+    return TokenizedData(
+        np.concatenate([part.tokens for part in parts]), np.concatenate([part.targets for part in parts]),
+        np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]), [i for part in parts for i in part.ids],
+        [t for part in parts for t in part.themes], np.concatenate([part.weights for part in parts]), stats,
     )

@@ -301,7 +301,7 @@ class FineTune:
         def load(path: str) -> tuple[TokenizedData, str]:
             if dist.main:
                 result = load_or_tokenize(path, self.tokenizer, c.max_seq_length, c.loss_on, cache_dir=cache_dir,
-                                          force_rebuild=c.force_rebuild_cache)
+                                          force_rebuild=c.force_rebuild_cache, workers=c.workers)
             dist.barrier()
             if not dist.main:
                 result = load_or_tokenize(path, self.tokenizer, c.max_seq_length, c.loss_on, cache_dir=cache_dir)
