@@ -5,7 +5,7 @@
     python train_script.py                        # again: resumes from the newest complete checkpoint
     python train_script.py --fresh                # start over
     python train_script.py --model Qwen/Qwen2.5-0.5B-Instruct --quantization nf4 --lr 1e-4
-    python train_script.py --method dpo           # then: preference training from the SFT adapter (README)
+    python train_script.py --method dpo           # then: preference training from the SFT adapter (or orpo; README)
     torchrun --nproc-per-node 2 train_script.py   # DistributedDataParallel, same flags
 
 Ctrl+C, SIGTERM or a file named STOP in the output folder stops after the current step with a checkpoint;
@@ -28,10 +28,10 @@ def main(argv=None) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes train.log
     config.run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(config.verbose, log_file=config.run_dir / LOG_FILE if main_process else None)
-    if config.method == "dpo":
-        from rhizome.train.dpo import run as run_dpo  # imported here: it loads the formatter's modules (~1 s)
+    if config.method in ("dpo", "orpo"):
+        from rhizome.train.dpo import run as run_preferences  # imported here: it loads the formatter's modules (~1 s)
 
-        recipe, result = run_dpo(config)
+        recipe, result = run_preferences(config)
     else:
         recipe, result = run(config)
     if recipe.dist.main:

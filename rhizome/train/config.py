@@ -20,7 +20,7 @@ from rhizome.config import option
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TRACKERS = ("none", "tensorboard", "trackio", "mlflow")
-METHODS = ("sft", "dpo")
+METHODS = ("sft", "dpo", "orpo")
 
 # Settings that may change between a run and its resume without changing what is trained.
 RESUMABLE_CHANGES = frozenset({
@@ -32,9 +32,10 @@ RESUMABLE_CHANGES = frozenset({
 
 @dataclass
 class TrainConfig:
-    method: str = option("sft", "sft: supervised fine-tuning on dataset_<split>.jsonl; dpo: preference training on "
-                                "dataset_preferences_<split>.jsonl beside --train-file, from the SFT adapter "
-                                "(rhizome/train/dpo.py)", choices=list(METHODS))
+    method: str = option("sft", "sft: supervised fine-tuning on dataset_<split>.jsonl; dpo / orpo: preference "
+                                "training on dataset_preferences_<split>.jsonl beside --train-file, from the SFT "
+                                "adapter (rhizome/train/dpo.py; ORPO needs no reference model)",
+                         choices=list(METHODS))
     train_file: str = option("data_finetune/dataset_train.jsonl", "training pairs (chat JSONL from data_formatter.py)")
     validation_file: str = option("data_finetune/dataset_validation.jsonl",
                                   "validation pairs; evaluation is skipped when the file does not exist")
@@ -118,11 +119,12 @@ class TrainConfig:
         help="experiment trackers that get the metrics.jsonl scalars: tensorboard (event files in <run>/tensorboard), "
              "trackio (its local store, project = the run folder's name), mlflow (./mlflow.db, or MLFLOW_TRACKING_URI "
              "when set); several allowed; none: metrics.jsonl only")
-    dpo_beta: float = option(0.1, "DPO: beta, how strongly the policy is held to its reference (higher: closer)")
+    dpo_beta: float = option(0.1, "DPO: beta, how strongly the policy is held to its reference (higher: closer); "
+                                  "ORPO: the weight of the odds-ratio term beside the chosen reply's NLL (TRL's beta)")
     dpo_reference: str = option("init", "DPO reference: init = the model DPO starts from (the SFT adapter), base = "
                                         "the same model with LoRA disabled", choices=["init", "base"])
-    init_adapter: str = option("", "DPO: the adapter (or run folder) to start from; default: <model>-finetuned/final "
-                                   "when it exists; none: the bare base model")
+    init_adapter: str = option("", "DPO / ORPO: the adapter (or run folder) to start from; default: "
+                                   "<model>-finetuned/final when it exists; none: the bare base model")
     verbose: bool = option(False, "debug logging")
 
     @property
@@ -133,7 +135,7 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output_dir or f"{self.model_name}-{'dpo' if self.method == 'dpo' else 'finetuned'}")
+        return Path(self.output_dir or f"{self.model_name}-{'finetuned' if self.method == 'sft' else self.method}")
 
     @property
     def eval_every(self) -> int:

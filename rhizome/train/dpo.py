@@ -1,15 +1,16 @@
-"""Preference training (DPO) on the pairs ``data_formatter.py`` mined from the person's own choices.
+"""Preference training (DPO or ORPO) on the pairs ``data_formatter.py`` mined from the person's own choices.
 
-``DPOTune`` is the SFT recipe (``rhizome.train.loop.FineTune``) with three parts replaced: the data (pairs of a
-chosen and a rejected reply to one prompt), the plan (a micro-batch holds whole pairs) and the step (the DPO
-loss). Everything else is the trainer's own: model building, LoRA, the fused LoRA kernel, the tokenisation cache,
+``PreferenceTune`` is the SFT recipe (``rhizome.train.loop.FineTune``) with three parts replaced: the data (pairs
+of a chosen and a rejected reply to one prompt), the plan (a micro-batch holds whole pairs) and the step (the DPO
+or ORPO loss). Everything else is the trainer's own: model building, LoRA, the fused LoRA kernel, the tokenisation cache,
 theme-weighted sampling, checkpoints and exact resume, run.json / metrics.jsonl / heartbeat, stop requests,
 best/ and final/.
 
 Why not TRL's ``DPOTrainer``: it is not a dependency here, and through ``transformers.Trainer`` it resumes at
 epoch granularity of its own data order, knows neither our theme-weighted sampler nor our run-folder contract
 (run.json, metrics.jsonl, STOP), and pads each pair instead of packing. The loss it computes is the same
-(``sigmoid`` DPO, Rafailov et al. 2023), and the files are its format, so TRL can train on them unchanged.
+(``sigmoid`` DPO, Rafailov et al. 2023; ORPO as TRL's ``ORPOTrainer``), and the files are its format, so TRL
+can train on them unchanged.
 
 - **Log-probabilities**: of the reply's tokens only (the template's assistant span, as in SFT), summed per
   reply: :func:`reply_logprobs`. Chosen and rejected replies of every pair in a micro-batch are bin-packed into
@@ -20,8 +21,13 @@ epoch granularity of its own data order, knows neither our theme-weighted sample
   the same model with LoRA disabled (PEFT's ``disable_adapter()``). Either way the reference's log-probabilities
   are computed once per start, without gradients, by the one model in memory: no second copy of the weights.
   They are deterministic, so a resumed run uses the same values.
-- **Loss** per pair: ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``; a step's loss is the mean over
-  its pairs. Theme weighting acts, as in SFT, through which pairs the sampler draws.
+- **DPO loss** per pair: ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``; a step's loss is the mean
+  over its pairs. Theme weighting acts, as in SFT, through which pairs the sampler draws.
+- **ORPO** (``--method orpo``, Hong et al. 2024) needs no reference (no reference pass). With ``m_c``, ``m_r`` the
+  replies' mean log-probability per token: ``-m_c - beta * log sigmoid(log_odds)``, ``log_odds = (m_c - m_r) -
+  (log(1 - exp(m_c)) - log(1 - exp(m_r)))``: the chosen reply's NLL plus the odds-ratio term weighted by beta (TRL's
+  ``ORPOConfig.beta``, the paper's lambda). Rewards are ``beta * m``, as TRL logs them. The NLL is per pair
+  (each reply's own token mean, as in the paper); TRL averages it over all chosen tokens of a batch instead.
 - **Metrics** per step and evaluation: reward accuracy and margin, mean chosen / rejected rewards and
   log-probabilities, and the chosen replies' perplexity (which must not drift far from SFT's).
 """
@@ -61,7 +67,7 @@ log = get_logger(__name__)
 SIDES = ("chosen", "rejected")
 SIDE_SEPARATOR = "\x1f"  # between a pair's id and its side in the ids of the tokenised samples
 REFERENCES = ("init", "base")
-# Per-step and per-evaluation DPO figures, beside the SFT ones, in metrics.jsonl and training_metrics.json.
+# Per-step and per-evaluation preference figures (DPO or ORPO), beside the SFT ones, in metrics.jsonl and training_metrics.json.
 DPO_FIELDS = ("reward_accuracy", "reward_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",
               "logps_rejected", "chosen_perplexity")
 
@@ -228,6 +234,21 @@ def reply_logprobs(model, data: TokenizedData, rows: list[list[int]], pad_id: in
     return places, sums, counts
 
 
+def orpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-pair ORPO loss, chosen rewards, rejected rewards) from the replies' mean log-probabilities per token."""
+    log_odds = (policy_chosen - policy_rejected) - (_log1mexp(policy_chosen) - _log1mexp(policy_rejected))
+    losses = -policy_chosen - beta * F.logsigmoid(log_odds)
+    return losses, beta * policy_chosen.detach(), beta * policy_rejected.detach()
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler 2012); a mean log-prob of exactly 0 (every token
+    certain) is held just below it, where the odds are finite."""
+    x = x.clamp(max=-1e-6)
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
              reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(per-pair sigmoid DPO loss, chosen rewards, rejected rewards); rewards are beta x log-ratio to the reference."""
@@ -260,8 +281,8 @@ def pair_logprobs(model, data: PreferenceData, pad_id: int, *, pairs_per_batch: 
 
 # ----------------------------------------------------------------------------------------------- the recipe
 
-class DPOTune(FineTune):
-    """The SFT recipe with preference data, a pair-wise plan and the DPO step (see the module docstring)."""
+class PreferenceTune(FineTune):
+    """The SFT recipe with preference data, a pair-wise plan and the DPO or ORPO step (see the module docstring)."""
 
     def __init__(self, config: TrainConfig, dist: Dist | None = None, observers: tuple[Observer, ...] | list = ()):
         if config.dpo_reference not in REFERENCES:
@@ -269,14 +290,14 @@ class DPOTune(FineTune):
         config.train_file = str(preference_file(config.train_file, "train"))
         if config.validation_file:
             config.validation_file = str(preference_file(config.validation_file, "validation"))
-        # Compiled decoder layers are warmed up and tested on the SFT forward only: DPO's passes run eagerly.
+        # Compiled decoder layers are warmed up and tested on the SFT forward only: preference passes run eagerly.
         super().__init__(config, dist, Speedups(compile_layers=False), observers=observers)
         if self.dist.world > 1:
-            raise PreferenceError("--method dpo trains in one process; run it without torchrun")
+            raise PreferenceError(f"--method {config.method} trains in one process; run it without torchrun")
         self.init_adapter = self._init_adapter()
 
     def _init_adapter(self) -> Path | None:
-        """The adapter DPO starts from, its LoRA shape adopted so that its weights load into the new LoRA."""
+        """The adapter training starts from, its LoRA shape adopted so that its weights load into the new LoRA."""
         c = self.config
         if c.init_adapter == "none":
             return None
@@ -285,8 +306,8 @@ class DPOTune(FineTune):
         else:
             sft_final = Path(f"{c.model_name}-finetuned") / FINAL_DIR
             if not (sft_final / ADAPTER_CONFIG_FILE).exists():
-                log.warning("no SFT adapter at %s: DPO starts from the bare base model (train SFT first, or pass "
-                            "--init-adapter)", sft_final)
+                log.warning("no SFT adapter at %s: %s starts from the bare base model (train SFT first, or pass "
+                            "--init-adapter)", sft_final, c.method.upper())
                 return None
             path = sft_final
         saved = json.loads((path / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
@@ -321,11 +342,17 @@ class DPOTune(FineTune):
         self.sampler = ThemeWeightedSampler(self.pairs.weights, seed=c.seed, weighted=c.use_theme_weighting,
                                             temperature=c.theme_temperature, cap=c.theme_weight_cap)
         self.tracker = ThemeTracker(self.pairs.themes)
+        self.reference = self.val_reference = None
+        if c.method != "dpo":
+            return
         started = time.perf_counter()
         self.reference = self._reference(self.pairs)
         self.val_reference = self._reference(self.val_pairs) if self.val_pairs is not None else None
         log.info("reference log-probabilities (%s) of %d + %d pairs in %.1f s", self._reference_label(),
                  len(self.pairs), len(self.val_pairs or ()), time.perf_counter() - started)
+
+    def _reference_note(self) -> str:
+        return f"; reference: {self._reference_label()}" if self.config.method == "dpo" else "; no reference (ORPO)"
 
     def _reference_label(self) -> str:
         if self.config.dpo_reference == "base" or self.init_adapter is None:
@@ -372,15 +399,16 @@ class DPOTune(FineTune):
     def _describe(self) -> None:
         super()._describe()
         c = self.config
-        line = (f"DPO: beta {c.dpo_beta}, {len(self.pairs):,} pairs ({self.pairs.incomplete} left out: a reply kept "
+        line = (f"{c.method.upper()}: beta {c.dpo_beta}, {len(self.pairs):,} pairs ({self.pairs.incomplete} left out: a reply kept "
                 f"no token within max_seq_length), {c.per_device_train_batch_size} pairs x "
                 f"{c.gradient_accumulation_steps} = {self.rows_per_step} pairs per step; starts from "
-                f"{self.init_adapter or 'the base model'}; reference: {self._reference_label()}")
+                f"{self.init_adapter or 'the base model'}" + self._reference_note())
         self.summary_lines.append(line)
         log.info(line)
 
-    def _pass(self, data: PreferenceData, reference: dict, batches, scale: float | None) -> dict:
-        """Policy log-probs, DPO loss and its figures over ``batches``; backward (loss x ``scale``) when given."""
+    def _pass(self, data: PreferenceData, reference: dict | None, batches, scale: float | None) -> dict:
+        """Policy log-probs, the DPO or ORPO loss and its figures over ``batches``; backward (loss x ``scale``) when
+        given."""
         totals = dict(loss=0.0, correct=0.0, margin=0.0, rewards_chosen=0.0, rewards_rejected=0.0,
                       logps_chosen=0.0, logps_rejected=0.0, chosen_nll=0.0, chosen_tokens=0.0, real=0.0, slots=0.0,
                       label_tokens=0.0, pairs=0)
@@ -392,10 +420,14 @@ class DPOTune(FineTune):
                 free.setdefault(sample, []).append(j)
             chosen = torch.tensor([free[int(data.chosen[k])].pop() for k in pairs], device=sums.device)
             rejected = torch.tensor([free[int(data.rejected[k])].pop() for k in pairs], device=sums.device)
-            index = torch.tensor(pairs)
-            losses, chosen_rewards, rejected_rewards = dpo_loss(
-                sums[chosen], sums[rejected], reference["chosen"][index].to(sums.device),
-                reference["rejected"][index].to(sums.device), self.config.dpo_beta)
+            if reference is None:
+                losses, chosen_rewards, rejected_rewards = orpo_loss(
+                    sums[chosen] / counts[chosen], sums[rejected] / counts[rejected], self.config.dpo_beta)
+            else:
+                index = torch.tensor(pairs)
+                losses, chosen_rewards, rejected_rewards = dpo_loss(
+                    sums[chosen], sums[rejected], reference["chosen"][index].to(sums.device),
+                    reference["rejected"][index].to(sums.device), self.config.dpo_beta)
             if scale is not None:
                 (losses.sum() * scale).backward()
             margins = chosen_rewards - rejected_rewards
@@ -453,7 +485,7 @@ class DPOTune(FineTune):
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """DPO loss, reward accuracy and margin, and the chosen replies' perplexity on the validation pairs."""
+        """The loss, reward accuracy and margin, and the chosen replies' perplexity on the validation pairs."""
         self.model.eval()
         figures = self._figures(self._pass(self.val_pairs, self.val_reference, self.val_batches, scale=None))
         self.model.train()
@@ -473,13 +505,14 @@ class DPOTune(FineTune):
         if self.config.plots:
             from rhizome.train.dpo_plots import plot_preferences
 
-            plot_preferences(self.history, self.run_dir)
+            plot_preferences(self.history, self.run_dir, self.config.method)
 
     def model_card(self, is_best: bool) -> str:
         c = self.config
         evals = self.history["eval"]
-        lines = [f"- Preference training (DPO, beta {c.dpo_beta}) on `{c.train_file}`: {len(self.pairs):,} pairs; "
-                 f"started from {self.init_adapter or 'the base model'}; reference: {self._reference_label()}"]
+        lines = [f"- Preference training ({c.method.upper()}, beta {c.dpo_beta}) on `{c.train_file}`: "
+                 f"{len(self.pairs):,} pairs; started from {self.init_adapter or 'the base model'}"
+                 + self._reference_note()]
         if evals:
             lines.append(f"- Validation reward accuracy: {evals[0]['reward_accuracy']:.1%} before training, "
                          f"{evals[-1]['reward_accuracy']:.1%} at step {evals[-1]['step']}")
@@ -488,8 +521,9 @@ class DPOTune(FineTune):
         return head.rstrip("\n") + "\n" + "\n".join(lines) + "\n\n```python" + tail
 
 
-def run(config: TrainConfig, observers: tuple[Observer, ...] | list[Observer] = ()) -> tuple[DPOTune, dict]:
-    """Set up and train with DPO (resuming when the output folder holds a checkpoint); as ``loop.run``."""
-    recipe = DPOTune(config, Dist.from_env(), observers=observers)
+def run(config: TrainConfig, observers: tuple[Observer, ...] | list[Observer] = ()) -> tuple[PreferenceTune, dict]:
+    """Set up and train with DPO or ORPO (``config.method``; resuming when the output folder holds a checkpoint);
+    as ``loop.run``."""
+    recipe = PreferenceTune(config, Dist.from_env(), observers=observers)
     recipe.setup()
     return recipe, recipe.train()

@@ -1,4 +1,4 @@
-"""preference_plots.png: DPO's own curves (loss, reward accuracy, reward margin, chosen / rejected log-probs)."""
+"""preference_plots.png: DPO's or ORPO's own curves (loss, reward accuracy, reward margin, chosen / rejected log-probs)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from rhizome.train.plots import _pyplot, _save, _series
 PLOT_FILE = "preference_plots.png"
 
 
-def plot_preferences(history: dict, folder: Path) -> None:
+def plot_preferences(history: dict, folder: Path, method: str = "dpo") -> None:
     plt = _pyplot()
     train, evals = history.get("train", []), history.get("eval", [])
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    panels = [("DPO loss", "loss", "loss"), ("Reward accuracy", "reward_accuracy", "reward_accuracy"),
-              ("Reward margin (beta x log-ratio)", "reward_margin", "reward_margin")]
+    reward = "beta x log-ratio to the reference" if method == "dpo" else "beta x mean log-prob per token"
+    panels = [(f"{method.upper()} loss", "loss", "loss"), ("Reward accuracy", "reward_accuracy", "reward_accuracy"),
+              (f"Reward margin ({reward})", "reward_margin", "reward_margin")]
     for ax, (title, train_key, eval_key) in zip(axes.flat, panels):
         for rows, key, label in ((train, train_key, "train"), (evals, eval_key, "validation")):
             x, y = _series(rows, key)

@@ -14,7 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rhizome.train.dpo import PreferenceData, dpo_loss, load_preferences, micro_batches, reply_logprobs
+from rhizome.train.dpo import (
+    PreferenceData, dpo_loss, load_preferences, micro_batches, orpo_loss, reply_logprobs,
+)
 from rhizome.train.fused import fuse_lora
 from rhizome.train.model import LoraSetup, apply_lora
 
@@ -120,6 +122,38 @@ def test_dpo_loss_with_the_lora_disabled_reference_matches_a_separate_base_model
     assert not torch.allclose(policy_sums, reference_sums)
 
 
+def test_orpo_loss_matches_a_direct_computation_of_nll_plus_the_odds_ratio_term(tiny_model_dir, tokenizer,
+                                                                                  preference_dir):
+    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
+    model = _tiny(tiny_model_dir, lora=True)
+    [(batch_pairs, rows)] = micro_batches(pairs, np.arange(3), 3, capacity=512, packing=True)
+    samples, sums, counts = reply_logprobs(model, pairs.samples, rows, 0)
+    where = {s: j for j, s in enumerate(samples)}
+    chosen = [where[int(pairs.chosen[k])] for k in batch_pairs]
+    rejected = [where[int(pairs.rejected[k])] for k in batch_pairs]
+    losses, chosen_rewards, rejected_rewards = orpo_loss(sums[chosen] / counts[chosen],
+                                                         sums[rejected] / counts[rejected], beta=0.25)
+    losses.sum().backward()  # the gradient reaches the LoRA weights: ORPO trains without a reference pass
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    with torch.no_grad():
+        for j, k in enumerate(batch_pairs):
+            c, r = int(pairs.chosen[k]), int(pairs.rejected[k])
+            mean_c = _direct_logprob(model, pairs.samples, c) / pairs.samples.label_count(c)
+            mean_r = _direct_logprob(model, pairs.samples, r) / pairs.samples.label_count(r)
+            odds_c, odds_r = np.exp(mean_c) / (1 - np.exp(mean_c)), np.exp(mean_r) / (1 - np.exp(mean_r))
+            expected = -mean_c - 0.25 * np.log(1 / (1 + odds_r / odds_c))  # log sigmoid(log(odds_c / odds_r))
+            assert abs(float(losses[j]) - expected) < 1e-3
+            assert abs(float(chosen_rewards[j]) - 0.25 * mean_c) < 1e-4
+            assert abs(float(rejected_rewards[j]) - 0.25 * mean_r) < 1e-4
+
+
+def test_orpo_odds_stay_finite_for_a_certain_reply_and_a_nearly_impossible_one():
+    certain, impossible = torch.tensor([0.0, -1e-9], requires_grad=True), torch.tensor([-80.0, -1e-3])
+    losses, _, _ = orpo_loss(certain, impossible, beta=0.1)
+    losses.sum().backward()
+    assert torch.isfinite(losses).all() and torch.isfinite(certain.grad).all()
+
+
 def test_pairs_losing_a_reply_to_max_seq_length_are_left_out_whole(tokenizer, preference_dir):
     pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
     assert isinstance(pairs, PreferenceData) and len(pairs) == 48 and pairs.incomplete == 0
@@ -150,8 +184,6 @@ def _run(command, cwd):
 
 
 def test_dpo_run_learns_the_preferences_and_resumes_exactly_after_kill_9(tiny_model_dir, preference_dir, tmp_path):
-    from safetensors.torch import load_file
-
     reference = tmp_path / "reference"
     _run(_command(tiny_model_dir, preference_dir, reference), tmp_path)
     history = json.loads((reference / "final" / "training_metrics.json").read_text())
@@ -166,10 +198,31 @@ def test_dpo_run_learns_the_preferences_and_resumes_exactly_after_kill_9(tiny_mo
     assert all("reward_accuracy" in m for m in metrics)
     assert (reference / "preference_plots.png").exists()
 
-    resumed = tmp_path / "resumed"
-    command = _command(tiny_model_dir, preference_dir, resumed)
-    process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    _kill_while_checkpointing_and_rerun(_command(tiny_model_dir, preference_dir, tmp_path / "resumed"),
+                                        tmp_path / "resumed", tmp_path)
+    _assert_same_run(reference, tmp_path / "resumed")
+
+
+def test_orpo_run_trains_without_a_reference_pass_and_resumes_exactly_after_kill_9(tiny_model_dir, preference_dir,
+                                                                                  tmp_path):
+    reference = tmp_path / "reference"
+    _run(_command(tiny_model_dir, preference_dir, reference, "--method", "orpo"), tmp_path)
+    assert "reference log-probabilities" not in (reference / "train.log").read_text()
+    history = json.loads((reference / "final" / "training_metrics.json").read_text())
+    train = history["train"]
+    assert np.mean([m["loss"] for m in train[-6:]]) < np.mean([m["loss"] for m in train[:6]])
+    first, last = history["eval"][0], history["eval"][-1]
+    assert last["chosen_perplexity"] < 0.8 * first["chosen_perplexity"]  # the NLL term: chosen replies get likelier
+    assert (reference / "preference_plots.png").exists()
+    assert "ORPO" in (reference / "final" / "README.md").read_text()
+
+    _kill_while_checkpointing_and_rerun(_command(tiny_model_dir, preference_dir, tmp_path / "resumed", "--method",
+                                                 "orpo"), tmp_path / "resumed", tmp_path)
+    _assert_same_run(reference, tmp_path / "resumed")
+
+
+def _kill_while_checkpointing_and_rerun(command, resumed: Path, cwd: Path) -> None:
+    process = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 400
     try:
         while time.monotonic() < deadline and process.poll() is None:
@@ -180,7 +233,13 @@ def test_dpo_run_learns_the_preferences_and_resumes_exactly_after_kill_9(tiny_mo
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    _run(command, tmp_path)
+    _run(command, cwd)
+
+
+def _assert_same_run(reference: Path, resumed: Path) -> None:
+    from safetensors.torch import load_file
+
+    history = json.loads((reference / "final" / "training_metrics.json").read_text())
     ours = json.loads((resumed / "final" / "training_metrics.json").read_text())
     assert [m["loss"] for m in ours["train"]] == pytest.approx([m["loss"] for m in history["train"]], rel=1e-5)
     a = load_file(reference / "final" / "adapter_model.safetensors")

@@ -42,7 +42,7 @@ def test_dpo_plans_its_micro_batches_with_the_same_planner(tiny_model_dir, token
     import json
     from pathlib import Path
 
-    from rhizome.train.dpo import DPOTune
+    from rhizome.train.dpo import PreferenceTune
     from rhizome.train.loop import Dist
 
     fixtures = Path(__file__).parent / "fixtures"
@@ -54,14 +54,14 @@ def test_dpo_plans_its_micro_batches_with_the_same_planner(tiny_model_dir, token
     settings = dict(model=str(tiny_model_dir), train_file=str(path), validation_file="", max_seq_length=256,
                     per_device_train_batch_size=2, gradient_accumulation_steps=3, init_adapter="none",
                     use_cache=False, report_to=["none"], plots=False, threads=1, num_train_epochs=2.0)
-    full = DPOTune(TrainConfig(method="dpo", output_dir=str(tmp_path / "full"), **settings), Dist())
+    full = PreferenceTune(TrainConfig(method="dpo", output_dir=str(tmp_path / "full"), **settings), Dist())
     full.setup()
     tokens = [sum(int(full.train_data.lengths[row].sum()) for row in rows)
               for epoch, first, end in full.schedule for _, rows in full.epoch_batches[epoch][first:end]]
     steps = len(full.schedule)
     assert steps == 2 * int(np.ceil(len(full.epoch_batches[0]) / 3))
     budget = int(np.cumsum(tokens)[3 * 4 - 1])  # the tokens of the first four steps' micro-batches
-    cut = DPOTune(TrainConfig(method="dpo", output_dir=str(tmp_path / "cut"), max_train_tokens=budget, **settings),
+    cut = PreferenceTune(TrainConfig(method="dpo", output_dir=str(tmp_path / "cut"), max_train_tokens=budget, **settings),
                   Dist())
     cut.setup()
     assert cut.schedule == full.schedule[:4] and cut.total_steps == 4
