@@ -37,7 +37,8 @@ def test_preference_accuracy_and_margin_per_model_match_a_direct_computation(eva
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32).eval()
 
-    def logprob(prompt, reply):
+    def logprob(prompt, reply) -> tuple[float, int]:
+        """The reply's summed log-probability and its token count (the end-of-turn token included)."""
         context = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                 add_generation_prompt=True)
         full = tokenizer.apply_chat_template([{"role": "user", "content": prompt},
@@ -47,13 +48,19 @@ def test_preference_accuracy_and_margin_per_model_match_a_direct_computation(eva
         ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
             logits = F.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-        return float(sum(logits[t - 1, ids[0, t]] for t in range(start, end)))
+        return float(sum(logits[t - 1, ids[0, t]] for t in range(start, end))), end - start
 
-    margins = [logprob(p, g) - logprob(p, b) for p, g, b in zip(PROMPTS, GOOD, BAD)]
+    scored = [(logprob(p, g), logprob(p, b)) for p, g, b in zip(PROMPTS, GOOD, BAD)]
+    margins = [good - bad for (good, _), (bad, _) in scored]
+    per_token = [good / n_good - bad / n_bad for (good, n_good), (bad, n_bad) in scored]
     base = section["models"]["base"]
     assert base["margins"] == [round(m, 4) for m in base["margins"]]
     assert all(abs(a - b) < 2e-2 for a, b in zip(base["margins"], margins))
     assert base["accuracy"] == sum(m > 0 for m in margins) / 3
+    assert all(abs(a - b) < 2e-3 for a, b in zip(base["per_token_margins"], per_token))
+    assert base["per_token_accuracy"] == sum(m > 0 for m in per_token) / 3
+    assert abs(base["per_token_margin"] - sum(per_token) / 3) < 2e-3
+    assert base["per_kind"]["regeneration"]["per_token_accuracy"] == sum(m > 0 for m in per_token[1:]) / 2
     assert base["per_kind"]["rating"]["pairs"] == 1 and base["per_kind"]["regeneration"]["pairs"] == 2
     assert section["models"][adapter_run.name]["margins"] != base["margins"]  # the adapter is scored, not the base
     assert "## Preference accuracy" in (tmp_path / "out" / REPORT_MD).read_text()
