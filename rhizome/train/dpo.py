@@ -2,8 +2,8 @@
 
 ``PreferenceTune`` is the SFT recipe (``rhizome.train.loop.FineTune``) with three parts replaced: the data (pairs
 of a chosen and a rejected reply to one prompt), the plan (a micro-batch holds whole pairs) and the step (the DPO
-or ORPO loss). Everything else is the trainer's own: model building, LoRA, the fused LoRA kernel, the tokenisation cache,
-theme-weighted sampling, checkpoints and exact resume, run.json / metrics.jsonl / heartbeat, stop requests,
+or ORPO loss). Everything else is the trainer's own: model building, LoRA, the fused LoRA kernel, the tokenisation
+cache, theme-weighted sampling, checkpoints and exact resume, run.json / metrics.jsonl / heartbeat, stop requests,
 best/ and final/.
 
 Why not TRL's ``DPOTrainer``: it is not a dependency here, and through ``transformers.Trainer`` it resumes at
@@ -67,7 +67,8 @@ log = get_logger(__name__)
 SIDES = ("chosen", "rejected")
 SIDE_SEPARATOR = "\x1f"  # between a pair's id and its side in the ids of the tokenised samples
 REFERENCES = ("init", "base")
-# Per-step and per-evaluation preference figures (DPO or ORPO), beside the SFT ones, in metrics.jsonl and training_metrics.json.
+# Per-step and per-evaluation preference figures (DPO or ORPO), beside the SFT ones, in metrics.jsonl and
+# training_metrics.json.
 DPO_FIELDS = ("reward_accuracy", "reward_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",
               "logps_rejected", "chosen_perplexity")
 
@@ -399,8 +400,8 @@ class PreferenceTune(FineTune):
     def _describe(self) -> None:
         super()._describe()
         c = self.config
-        line = (f"{c.method.upper()}: beta {c.dpo_beta}, {len(self.pairs):,} pairs ({self.pairs.incomplete} left out: a reply kept "
-                f"no token within max_seq_length), {c.per_device_train_batch_size} pairs x "
+        line = (f"{c.method.upper()}: beta {c.dpo_beta}, {len(self.pairs):,} pairs ({self.pairs.incomplete} left out: "
+                f"a reply kept no token within max_seq_length), {c.per_device_train_batch_size} pairs x "
                 f"{c.gradient_accumulation_steps} = {self.rows_per_step} pairs per step; starts from "
                 f"{self.init_adapter or 'the base model'}" + self._reference_note())
         self.summary_lines.append(line)
