@@ -15,7 +15,7 @@ import re
 import shutil
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,7 +25,7 @@ import numpy as np
 
 from rhizome.chat.retrieval import plain_text
 from rhizome.chat.session import ChatSession, format_sources
-from rhizome.chat.tts import join_with_pauses
+from rhizome.chat.tts import SENTENCE_PAUSE_S
 from rhizome.log import get_logger
 
 log = get_logger(__name__)
@@ -34,13 +34,24 @@ NO_SOURCES = "_No memories used yet._"
 SEARCHING = "_Searching memory…_"
 SOURCES_HEADER = "**Memories used for this reply**\n\n"
 MAX_TOKENS_LIMIT = 2048
-# Spoken replies: the first piece goes to the voice at the first clause end after MIN_FIRST_CLAUSE_CHARS, so speech
-# starts before the first sentence is written; later pieces wait for a finished sentence and MIN_SPOKEN_CHARS, which
-# the voice reads more naturally than fragments and which are synthesised while the earlier ones play.
-MIN_FIRST_CLAUSE_CHARS = 20
+# Spoken replies: the voice starts on the reply's first few words (FIRST_PIECE_WORDS, cut at a natural break), since
+# Kokoro's time grows with the text and the user hears nothing until that piece is synthesised; the second piece runs
+# to a clause end (MIN_CLAUSE_CHARS or more) and later pieces are whole sentences (MIN_SPOKEN_CHARS or more), which the
+# voice reads more naturally and which are synthesised while the earlier pieces play.
+FIRST_PIECE_WORDS = (4, 8)  # the first natural break from the 4th word on, else after the 8th word
+MIN_CLAUSE_CHARS = 20
 MIN_SPOKEN_CHARS = 60
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 CLAUSE_END = re.compile(r"[,;:.!?](?=\s)|\n")
+# A word the next piece may start with: the voice reads "...the brood, | and close the hive" naturally.
+CONJUNCTIONS = frozenset("and but or nor so because then which while when where if though although unless until "
+                         "that".split())
+COMPLETE_WORD = re.compile(r"\S+(?=\s)")  # whitespace after it: the model has finished writing it
+WHITESPACE = re.compile(r"\s*")
+# Silence before a piece: a sentence's end pauses longer than a clause's; a cut between two words needs none, as
+# Kokoro's clips start and end with a little silence of their own.
+PIECE_PAUSE_S = {".": SENTENCE_PAUSE_S, "!": SENTENCE_PAUSE_S, "?": SENTENCE_PAUSE_S, "\n": SENTENCE_PAUSE_S,
+                 ",": SENTENCE_PAUSE_S / 2, ";": SENTENCE_PAUSE_S / 2, ":": SENTENCE_PAUSE_S / 2}
 # An absolute (or ~) path in a sentence: not inside a word, a number or a URL ("http://...").
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`()<>\[\]{},;|*]+")
 # Gradio's temporary files (uploads, spoken replies): every hour those older than an hour are deleted, and
@@ -86,12 +97,19 @@ def sources_markdown(hits: Sequence) -> str:
 @dataclass
 class TurnTiming:
     """One reply's latency as the page measured it, in seconds from the end of the user's speech (a spoken question:
-    when the recording reached the page, so speech to text is included) or from sending a typed message."""
+    when the recording reached the page, so speech to text is included) or from sending a typed message. The steps
+    in order: the transcript, the memories found and the prompt built, the first token, the first spoken piece
+    complete in the text, that piece synthesised, and its audio handed to the page's audio output."""
 
     speech_to_text_s: float | None = None
+    memories_s: float | None = None
     first_token_s: float | None = None
-    # when the reply's first sample can play: its first clause synthesised (streamed), or all of it (no ffmpeg)
+    first_piece_s: float | None = None
+    first_clip_s: float | None = None
+    # voice to voice: when the reply's first sample is handed to the page's audio output (streamed), or all of the
+    # spoken reply (no ffmpeg: Gradio then plays it whole)
     first_audio_s: float | None = None
+    first_piece: str = ""
     prompt_tokens: int = 0
     reused_tokens: int = 0
     decode_tokens_per_s: float = 0.0
@@ -109,73 +127,8 @@ class TurnTiming:
         return "Last reply: " + ", ".join(parts)
 
 
-class SpokenReply:
-    """Speaks a reply in the background while the rest is still being written: the first clause as soon as it is
-    complete, then finished sentences, each synthesised while the ones before it play."""
-
-    def __init__(self, tts, voice: str = "", started: float | None = None):
-        self.tts = tts
-        self.voice = voice or None
-        self.handed_over = 0  # characters of the reply already given to the voice
-        self.clips: list[Future] = []
-        self.delivered = 0  # clips already handed to the page
-        self.started = time.perf_counter() if started is None else started
-        self.first_audio_s: float | None = None  # from ``started`` to the first clip synthesised
-        self.failed = False
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-tts")
-
-    def _speak(self, text: str) -> tuple[int, np.ndarray]:
-        rate, samples = self.tts.speak(text, self.voice)
-        if self.first_audio_s is None and len(samples):
-            self.first_audio_s = time.perf_counter() - self.started
-        return rate, samples
-
-    def feed(self, reply: str) -> None:
-        first = not self.clips
-        end = speakable_end(reply, self.handed_over, CLAUSE_END if first else SENTENCE_END)
-        if end - self.handed_over >= (MIN_FIRST_CLAUSE_CHARS if first else MIN_SPOKEN_CHARS):
-            self.clips.append(self.pool.submit(self._speak, reply[self.handed_over:end]))
-            self.handed_over = end
-
-    def ready(self) -> tuple[int, np.ndarray] | None:
-        """The clips synthesised since the last call, in order, as (sample rate, int16 samples) to play next; None
-        when there are none yet."""
-        done = []
-        while self.delivered < len(self.clips) and self.clips[self.delivered].done():
-            done.append(self.clips[self.delivered])
-            self.delivered += 1
-        return self._chunk(done)
-
-    def finish(self, reply: str) -> tuple[int, np.ndarray] | None:
-        """The rest of the reply after what :meth:`ready` gave; None (with a warning) when speaking failed."""
-        rest = reply[self.handed_over:]
-        if rest.strip():
-            self.clips.append(self.pool.submit(self._speak, rest))
-            self.handed_over = len(reply)
-        remaining, self.delivered = self.clips[self.delivered:], len(self.clips)
-        return self._chunk(remaining)
-
-    def _chunk(self, futures: list[Future]) -> tuple[int, np.ndarray] | None:
-        if self.failed or not futures:
-            return None
-        try:
-            clips = [future.result() for future in futures]
-        except Exception as exc:  # a voice engine failure must not lose the text reply
-            self.failed = True
-            log.warning("text to speech failed: %s", exc)
-            gr.Warning(hide_paths(f"Could not speak the reply: {exc}"))
-            return None
-        clips = [(rate, samples) for rate, samples in clips if len(samples)]
-        if not clips:
-            return None
-        rate = clips[0][0]
-        samples = join_with_pauses([samples for _, samples in clips], rate)
-        if self.delivered > len(futures):  # not the reply's first words: the pause between two clips comes first
-            samples = join_with_pauses([np.zeros(0, dtype=np.int16), samples], rate)
-        return rate, samples
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+def _outside_code(text: str, end: int) -> bool:
+    return text.count("```", 0, end) % 2 == 0
 
 
 def speakable_end(text: str, start: int, ends: re.Pattern = SENTENCE_END) -> int:
@@ -186,9 +139,138 @@ def speakable_end(text: str, start: int, ends: re.Pattern = SENTENCE_END) -> int
     or at a line break; text inside an unclosed ``` block waits until the block closes."""
     end = start
     for match in ends.finditer(text, start):
-        if text.count("```", 0, match.end()) % 2 == 0:
+        if _outside_code(text, match.end()):
             end = match.end()
     return end
+
+
+def clause_end(text: str, start: int) -> int:
+    """Where the first piece of at least MIN_CLAUSE_CHARS after ``start`` ending at a clause's end ends (``start`` if
+    none yet)."""
+    for match in CLAUSE_END.finditer(text, start):
+        if match.end() - start >= MIN_CLAUSE_CHARS and _outside_code(text, match.end()):
+            return match.end()
+    return start
+
+
+def first_piece_end(text: str, start: int = 0, words: tuple[int, int] = FIRST_PIECE_WORDS) -> int:
+    """Where the reply's first spoken piece ends (``start`` while it is not complete yet): at the first natural break
+    once it has ``words[0]`` words (after a clause's punctuation or a line break, or before a conjunction), else after
+    its ``words[1]``-th word. Only complete words count (whitespace after them), so a piece never ends inside a word,
+    and never inside a code block."""
+    fewest, most = words
+    count, end = 0, start
+    for word in COMPLETE_WORD.finditer(text, start):
+        if "```" in word.group() or not _outside_code(text, word.end()):
+            continue
+        if count >= fewest and word.group().lower().strip("\"'(*_") in CONJUNCTIONS:
+            return end
+        count, end = count + 1, word.end()
+        at_break = word.group()[-1] in ",;:.!?" or "\n" in WHITESPACE.match(text, end).group()
+        if count >= fewest and at_break or count >= most:
+            return end
+    return start
+
+
+def pause_before_next(piece: str) -> float:
+    """The silence after ``piece`` when another follows: longer after a sentence's end than after a clause's."""
+    last = piece.rstrip(" \t")[-1:]
+    return PIECE_PAUSE_S.get(last, 0.0)
+
+
+def join_chunks(chunks) -> tuple[int, np.ndarray] | None:
+    """The chunks :class:`SpokenReply` hands out (each starting with the pause that precedes it) as one clip."""
+    chunks = list(chunks)
+    return (chunks[0][0], np.concatenate([samples for _, samples in chunks])) if chunks else None
+
+
+class SpokenReply:
+    """Speaks a reply in the background while the rest is still being written: its first few words as soon as they
+    are complete (:func:`first_piece_end`), then a clause, then finished sentences, each synthesised while the ones
+    before it play."""
+
+    def __init__(self, tts, voice: str = "", started: float | None = None, first_piece=first_piece_end):
+        self.tts = tts
+        self.voice = voice or None
+        self.first_piece = first_piece  # (reply, start) -> where the first piece ends
+        self.handed_over = 0  # characters of the reply already given to the voice
+        self.pieces: list[str] = []
+        self.clips: list[Future] = []
+        self.delivered = 0  # clips already handed to the page
+        self.started = time.perf_counter() if started is None else started
+        self.first_piece_s: float | None = None  # from ``started`` to the first piece handed to the voice
+        self.first_clip_s: float | None = None  # ... and to its audio synthesised
+        self.failed = False
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-tts")
+
+    def _speak(self, text: str) -> tuple[int, np.ndarray]:
+        rate, samples = self.tts.speak(text, self.voice)
+        if self.first_clip_s is None and len(samples):
+            self.first_clip_s = time.perf_counter() - self.started
+        return rate, samples
+
+    def _hand_over(self, reply: str, end: int) -> None:
+        if self.first_piece_s is None:
+            self.first_piece_s = time.perf_counter() - self.started
+        self.pieces.append(reply[self.handed_over:end])
+        self.clips.append(self.pool.submit(self._speak, self.pieces[-1]))
+        self.handed_over = end
+
+    def _next_end(self, reply: str) -> int:
+        start = self.handed_over
+        if not self.clips:
+            return self.first_piece(reply, start)
+        if len(self.clips) == 1:
+            return clause_end(reply, start)
+        end = speakable_end(reply, start)
+        return end if end - start >= MIN_SPOKEN_CHARS else start
+
+    def feed(self, reply: str) -> None:
+        """Hand the voice each piece of ``reply`` (the text so far) that is now complete."""
+        while (end := self._next_end(reply)) > self.handed_over:
+            self._hand_over(reply, end)
+
+    def ready(self) -> tuple[int, np.ndarray] | None:
+        """The clips synthesised since the last call, in order, as (sample rate, int16 samples) to play next; None
+        when there are none yet."""
+        done = []
+        while self.delivered + len(done) < len(self.clips) and self.clips[self.delivered + len(done)].done():
+            done.append(self.clips[self.delivered + len(done)])
+        return self._chunk(done)
+
+    def finish(self, reply: str) -> Iterator[tuple[int, np.ndarray]]:
+        """Hand the voice the rest of the reply, then yield the clips not yet given, each as soon as it is
+        synthesised (with any others done by then); nothing more once speaking failed (a warning says so)."""
+        if reply[self.handed_over:].strip():
+            self._hand_over(reply, len(reply))
+        while self.delivered < len(self.clips) and not self.failed:
+            wait([self.clips[self.delivered]])
+            chunk = self.ready()
+            if chunk is not None:
+                yield chunk
+
+    def _chunk(self, futures: list[Future]) -> tuple[int, np.ndarray] | None:
+        first, self.delivered = self.delivered, self.delivered + len(futures)
+        if self.failed or not futures:
+            return None
+        try:
+            clips = [future.result() for future in futures]
+        except Exception as exc:  # a voice engine failure must not lose the text reply
+            self.failed = True
+            log.warning("text to speech failed: %s", exc)
+            gr.Warning(hide_paths(f"Could not speak the reply: {exc}"))
+            return None
+        rate = clips[0][0]
+        parts = []
+        for index, (_, samples) in enumerate(clips, first):
+            if index:  # not the reply's first words: the pause after the piece before comes first
+                parts.append(np.zeros(int(pause_before_next(self.pieces[index - 1]) * rate), dtype=np.int16))
+            parts.append(samples)
+        samples = np.concatenate(parts)
+        return (rate, samples) if len(samples) else None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ChatPage:
@@ -206,6 +288,7 @@ class ChatPage:
         # Gradio encodes a streamed audio output with the ffmpeg program; without it the spoken reply is one clip,
         # handed over when all of it is synthesised.
         self.stream_audio = shutil.which("ffmpeg") is not None
+        self.first_piece = first_piece_end  # where a spoken reply's first piece ends (bench/chat.py compares rules)
         self._stops: dict[str, threading.Event] = {}
         self._heard: dict[str, tuple[float, float]] = {}  # per tab: (recording received, speech-to-text seconds)
         self.last_timing: TurnTiming | None = None  # the latest reply's, as its status line shows it
@@ -246,19 +329,29 @@ class ChatPage:
         earlier, question = messages[:-1], messages[-1]["content"]
         chat = list(history) + [{"role": "assistant", "content": ""}]
         reply, shown_sources = "", None
-        voice_out = SpokenReply(self.tts, voice or self.voice, started) if speak and self.tts is not None else None
+        voice_out = (SpokenReply(self.tts, voice or self.voice, started, self.first_piece)
+                     if speak and self.tts is not None else None)
+
+        def sent(audio) -> Any:
+            """``audio`` for the page's audio output, noting when the reply's first sound went out."""
+            if audio is not None and timing.first_audio_s is None:
+                timing.first_audio_s = time.perf_counter() - started
+            return audio
+
         try:
             yield list(chat), SEARCHING, None, gr.skip()
             for reply, hits in self.session.respond(question, earlier, stop_event=stop,
                                                     temperature=float(temperature),
                                                     max_new_tokens=int(max_new_tokens)):
+                if timing.memories_s is None:
+                    timing.memories_s = time.perf_counter() - started
                 chat[-1] = {"role": "assistant", "content": reply}
                 if reply and timing.first_token_s is None:
                     timing.first_token_s = time.perf_counter() - started
                 audio = None
                 if voice_out is not None:
                     voice_out.feed(reply)
-                    audio = voice_out.ready() if self.stream_audio else None
+                    audio = sent(voice_out.ready()) if self.stream_audio else None
                 if shown_sources is None:
                     shown_sources = sources_markdown(hits)
                     yield list(chat), shown_sources, audio, gr.skip()
@@ -267,13 +360,23 @@ class ChatPage:
             if not reply.strip():
                 chat[-1] = {"role": "assistant",
                             "content": "_(stopped before any text)_" if stop.is_set() else "_(no reply text)_"}
-            audio = voice_out.finish(reply) if voice_out is not None and not stop.is_set() else None
+            audio = None
+            if voice_out is not None and not stop.is_set():
+                # Streamed, each piece goes out as soon as it is synthesised, even when the text was done first;
+                # without ffmpeg the page plays the spoken reply whole, so it goes out once, at the end.
+                rest = voice_out.finish(reply)
+                if self.stream_audio:
+                    for audio in rest:
+                        yield chat, gr.skip(), sent(audio), gr.skip()
+                    audio = None
+                else:
+                    audio = sent(join_chunks(rest))
             stats = self.session.model.last_stats
             timing.prompt_tokens, timing.reused_tokens = stats.prompt_tokens, stats.reused_tokens
             timing.decode_tokens_per_s = stats.decode_tokens_per_s
             if voice_out is not None:
-                timing.first_audio_s = (voice_out.first_audio_s if self.stream_audio
-                                        else time.perf_counter() - started)
+                timing.first_piece_s, timing.first_clip_s = voice_out.first_piece_s, voice_out.first_clip_s
+                timing.first_piece = voice_out.pieces[0] if voice_out.pieces else ""
             self.last_timing = timing
             status = " · ".join(self.status + [timing.line()])
             yield chat, shown_sources or sources_markdown([]), audio, status

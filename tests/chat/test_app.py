@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rhizome.chat.app import (CLAUSE_END, NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, plain_history,
-                              shown_path, speakable_end)
+from rhizome.chat.app import (CLAUSE_END, NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, join_chunks,
+                              plain_history, shown_path, speakable_end)
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
@@ -155,10 +155,10 @@ class RecordingVoice:
         return 24000, np.ones(len(text), dtype=np.int16)
 
 
-def test_the_first_clause_is_spoken_before_its_sentence_ends_and_pieces_come_out_in_order():
+def test_the_first_words_are_spoken_before_their_clause_ends_and_pieces_come_out_in_order():
     voice = RecordingVoice()
     spoken = SpokenReply(voice, "v")
-    reply = ("The first spring inspection, done on a warm day, should be short. Look for eggs and a laying queen "
+    reply = ("The first spring inspection should be short, done on a warm day. Look for eggs and a laying queen "
              "in the middle frames. Close the hive before the brood gets cold.")
     chunks = []
     try:
@@ -166,19 +166,21 @@ def test_the_first_clause_is_spoken_before_its_sentence_ends_and_pieces_come_out
             spoken.feed(reply[:end])
             spoken.pool.submit(lambda: None).result()  # let the voice's one worker catch up, as time would
             chunks.append(spoken.ready())
-        chunks.append(spoken.finish(reply))
+        chunks.extend(spoken.finish(reply))
     finally:
         spoken.close()
-    assert voice.said[0] == "The first spring inspection,"  # a clause, handed over before its sentence ended
-    assert voice.said[1] == " done on a warm day, should be short. Look for eggs and a laying queen in the middle frames."
+    # a few words, handed over before their sentence ended; then a clause; then whole sentences of 60 characters
+    assert voice.said == ["The first spring inspection should be short,", " done on a warm day.",
+                          " Look for eggs and a laying queen in the middle frames. Close the hive before the brood "
+                          "gets cold."]
     assert "".join(voice.said) == reply
     played = [chunk for chunk in chunks if chunk is not None]
     assert len(played) >= 2 and all(rate == 24000 for rate, _ in played)
-    pause = int(SENTENCE_PAUSE_S * 24000)
-    # Every clip once, in order, with the pause between two (at the start of each chunk after the first).
-    assert sum(len(samples) for _, samples in played) == len(reply) + pause * (len(voice.said) - 1)
-    assert played[0][1][0] == 1 and all(samples[0] == 0 for _, samples in played[1:])
-    assert spoken.first_audio_s is not None and spoken.first_audio_s > 0
+    # Every clip once, in order, each after the pause that follows the piece before it (shorter after a comma).
+    pauses = int(SENTENCE_PAUSE_S / 2 * 24000) + int(SENTENCE_PAUSE_S * 24000)
+    assert sum(len(samples) for _, samples in played) == len(reply) + pauses
+    assert played[0][1][0] == 1
+    assert spoken.first_clip_s is not None and spoken.first_piece_s < spoken.first_clip_s
 
 
 @pytest.mark.slow
@@ -194,7 +196,7 @@ def test_spoken_reply_is_synthesised_while_the_text_streams(session):
         for end in range(1, len(reply) + 1, 7):  # the reply as it streams in, a few characters at a time
             voice.feed(reply[:end])
         assert len(voice.clips) >= 2, "finished sentences should go to the voice before the reply ends"
-        rate, samples = voice.finish(reply)
+        rate, samples = join_chunks(voice.finish(reply))
     finally:
         voice.close()
     assert rate == 24000 and samples.dtype == np.int16 and len(samples) / rate > 4

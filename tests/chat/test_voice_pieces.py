@@ -1,0 +1,159 @@
+"""Voice to voice: where a spoken reply's first piece ends, that the whole reply is spoken once and in order, and that
+the page hands each piece out as soon as it is synthesised and shows the voice-to-voice time in its status line."""
+
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+
+from rhizome.chat.app import COMPLETE_WORD, FIRST_PIECE_WORDS, ChatPage, SpokenReply, first_piece_end, join_chunks
+from rhizome.chat.config import ChatConfig
+from rhizome.chat.llm import ChatModel
+from rhizome.chat.retrieval import ChatMemory
+from rhizome.chat.session import ChatSession
+from rhizome.chat.stt import Transcriber
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPLIES = [
+    "The first spring inspection should be short and calm, done on a warm day. Look for eggs.",
+    "Yes. A worn chain is the most likely cause of skipping on the big cog when you climb a steep hill.",
+    "Check for eggs and a laying queen, look at the stores, and close the hive again before the brood gets cold.",
+    "Keep it at 15 to 20 °C.\nMist twice a day; fan for fresh air.",
+    "Run this first:\n```\nx = 1, y = 2 and z = 3 but not 4\n```\nThen check the queen again and again.",
+    "**Short** answer: *no*, not without a chain checker, but a ruler works.",
+    "Too short.",
+]
+
+
+def first_piece(text: str) -> str:
+    return text[:first_piece_end(text)]
+
+
+def test_the_first_piece_ends_at_a_natural_break_after_a_few_words():
+    # a conjunction from the 4th word on starts the next piece
+    assert first_piece(REPLIES[0]) == "The first spring inspection should be short"
+    # a comma before the 4th word is no break; one after it is
+    assert first_piece(REPLIES[2]) == "Check for eggs and a laying queen,"
+    assert first_piece("Yes, the first spring inspection, done on a warm day, is short. ") == \
+        "Yes, the first spring inspection,"
+    assert first_piece("Keep it at 15 to 20 °C. Mist twice a day. ") == "Keep it at 15 to 20 °C."
+    # no break at all: after the 8th word, between two words
+    assert first_piece(REPLIES[1]) == "Yes. A worn chain is the most likely"
+    # a line break is a break
+    assert first_piece("Do these four things\n- check the eggs\n") == "Do these four things"
+
+
+def test_the_first_piece_waits_for_complete_words_and_never_ends_inside_code():
+    # "inspec" may still become "inspection" or "inspector": nothing is cut until whitespace follows a word
+    assert first_piece_end("The first spring inspec", 0) == 0
+    assert first_piece_end("The first spring inspection", 0) == 0
+    assert first_piece("The first spring inspection, d") == "The first spring inspection,"
+    # "an" might be the start of "and": the conjunction is only seen once it is complete
+    assert first_piece("The first spring inspection should be short an") == ""
+    code = "Run this first:\n```\nx = 1, y = 2 and z = 3 but not 4\n"
+    assert first_piece(code) == ""  # the opening words are too few, and code is not read aloud
+    assert first_piece(REPLIES[4]) == "Run this first:\n```\nx = 1, y = 2 and z = 3 but not 4\n```\nThen check the queen again"
+    assert first_piece("Too short.") == "" and first_piece("") == ""
+
+
+def test_a_later_start_finds_the_first_piece_after_it():
+    text = "Already spoken. The first spring inspection should be short and calm."
+    start = len("Already spoken.")
+    assert text[start:first_piece_end(text, start)] == " The first spring inspection should be short"
+
+
+class RecordingVoice:
+    """Records what it was asked to say, one sample per character (clips can be told apart); ``delay`` seconds per
+    call, as a real voice takes its time."""
+
+    voices = ("v",)
+    default_voice = "v"
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.said: list[str] = []
+        self.done_at: list[float] = []
+
+    def speak(self, text, voice=None):
+        time.sleep(self.delay)
+        self.said.append(text)
+        self.done_at.append(time.perf_counter())
+        return 24000, np.ones(len(text), dtype=np.int16)
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+@pytest.mark.parametrize("step", [1, 3, 11])
+def test_a_streamed_reply_is_spoken_whole_once_in_order_in_pieces_of_whole_words(reply, step):
+    voice = RecordingVoice()
+    spoken = SpokenReply(voice, "v")
+    try:
+        for end in range(step, len(reply) + step, step):
+            spoken.feed(reply[:end])
+        samples = join_chunks(spoken.finish(reply))[1]
+    finally:
+        spoken.close()
+    assert "".join(voice.said) == reply
+    assert all(piece.strip() for piece in voice.said), "no piece is empty"
+    words = {match.end() for match in re.finditer(r"\S+", reply)} | {len(reply)}
+    cuts = np.cumsum([len(piece) for piece in voice.said])
+    assert all(cut in words or reply[cut - 1].isspace() for cut in cuts), "a piece ended inside a word"
+    first = voice.said[0]
+    if len(voice.said) > 1:
+        assert len(COMPLETE_WORD.findall(first + " ")) <= FIRST_PIECE_WORDS[1] or "```" in first
+    assert (samples == 1).sum() == len(reply), "each character's sample played once"
+
+
+class Typed(Transcriber):
+    """Speech to text that hears a fixed question (the page's handling of it is under test, not Whisper's)."""
+
+    name = "fixed question"
+
+    def _recognise(self, samples):
+        return "Why does my bike chain skip on the big cog?"
+
+
+@pytest.fixture
+def session(tiny_chat_model_dir, small_memory_dir) -> ChatSession:
+    import torch
+
+    model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
+    config = ChatConfig(memory_dir=str(small_memory_dir), remember=False, temperature=1.0, min_score=0.2,
+                        stt="none", tts="none")
+    torch.manual_seed(0)
+    return ChatSession(config, model, ChatMemory.from_config(config, count_tokens=model.count_tokens))
+
+
+def test_the_status_line_shows_voice_to_voice_and_pieces_go_out_before_the_rest_is_synthesised(session):
+    voice = RecordingVoice(delay=0.3)  # slower than the tiny model writes: the text is done before the voice
+    page = ChatPage(session, stt=Typed(), tts=voice, speak=True)
+    page.stream_audio = True
+    question, _ = page.transcribe((16000, np.zeros(16000, dtype=np.int16)))
+    updates = []
+    for update in page.reply([{"role": "user", "content": question}], 1.0, 48, speak=True):
+        updates.append((time.perf_counter(), update))
+    timing, status = page.last_timing, updates[-1][1][3]
+    reply = updates[-1][1][0][-1]["content"]
+    assert len(voice.said) >= 2 and "".join(voice.said) == reply
+    # The first piece went out when it was synthesised, not when the whole reply was.
+    sent = [at for at, (_, _, audio, _) in updates if isinstance(audio, tuple)]
+    assert len(sent) >= 2 and sent[0] < voice.done_at[-1]
+    assert f"voice to voice {timing.first_audio_s:.2f} s" in status
+    assert f"speech to text {timing.speech_to_text_s:.2f} s" in status
+    steps = [timing.speech_to_text_s, timing.memories_s, timing.first_token_s, timing.first_piece_s,
+             timing.first_clip_s, timing.first_audio_s]
+    assert all(a <= b for a, b in zip(steps, steps[1:])), steps
+    assert timing.first_clip_s - timing.first_piece_s >= 0.3 and timing.first_piece == voice.said[0]
+
+
+def test_a_failing_voice_leaves_the_text_reply_and_no_voice_to_voice_time(session):
+    class Broken(RecordingVoice):
+        def speak(self, text, voice=None):
+            raise RuntimeError("espeak-ng is missing")
+
+    page = ChatPage(session, tts=Broken(), speak=True)
+    page.stream_audio = True
+    *_, (chat, _, audio, status) = page.reply([{"role": "user", "content": "Hi"}], 1.0, 24, speak=True)
+    assert chat[-1]["content"] and audio is None and "first audio" not in status
