@@ -5,10 +5,9 @@ bytes of weights read per token (fp32: 4 bytes a weight). CTranslate2 (installed
 the whole loop in C++ over int8 weights; bench/chat.py measures both side by side.
 
 Conversion: the base (with the adapter merged in, in fp32, by :meth:`ChatModel.load`) is converted once with
-CTranslate2's ``TransformersConverter`` and cached, next to the adapter (``final.ct2-int8/`` beside ``final/``)
-or, for the base alone, in the models cache (``<models dir>/ct2/<name>``). The folder records a key of the
-adapter's files, the base's weight files, the quantisation and the CTranslate2 version; a different key
-rebuilds it. Folders are written with :func:`rhizome.atomic.write_dir`, so a killed conversion leaves none.
+CTranslate2's ``TransformersConverter`` and cached by :mod:`rhizome.chat.conversion`, next to the adapter
+(``final.ct2-int8/`` beside ``final/``) or, for the base alone, in the models cache (``<models dir>/ct2/<name>``),
+keyed by the adapter's files, the base's weight files, the quantisation and the CTranslate2 version.
 
 Streaming: ``Generator.generate_tokens`` decodes in CTranslate2's own thread and yields each token; text is
 detokenised incrementally by transformers' ``TextStreamer`` rules (the pieces join into exactly what
@@ -26,9 +25,6 @@ states are never freed by CTranslate2; past :data:`PREFIX_CACHE_TOKENS` of them 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -37,18 +33,17 @@ from pathlib import Path
 
 import torch
 
-from rhizome import atomic
+from rhizome.chat import conversion
 from rhizome.chat.llm import ChatEngine, GenerationStats
 from rhizome.device import physical_cores
 from rhizome.log import get_logger
-from rhizome.train.model import ModelNotFoundError, models_dir, resolve_model
+from rhizome.train.model import ModelNotFoundError, resolve_model
 
 log = get_logger(__name__)
 
 KEY_FILE = "rhizome_ct2.json"
 # bench/chat.py: on the reference CPU int8 (int8 weights, fp32 activations) decodes fastest; float32 is 2x slower.
 CPU_COMPUTE_TYPE = "int8"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # Tokens of stored prefix states before the generator is reloaded to free them (SmolLM2-135M: 46 KB a token of fp32
 # keys and values, so 8192 tokens are about 380 MB; a few long conversations' worth).
 PREFIX_CACHE_TOKENS = 8192
@@ -66,36 +61,8 @@ def _ctranslate2():
     return ctranslate2
 
 
-def _hash_files(digest, folder: Path, content: bool) -> None:
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and (path.suffix in WEIGHT_SUFFIXES or path.name.endswith("config.json")):
-            digest.update(path.name.encode())
-            if content:
-                digest.update(atomic.file_sha256(path).encode())
-            else:
-                stat = path.stat()
-                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-
-
-def conversion_key(base_path: str, adapter: str | None, quantization: str) -> str:
-    """What a converted folder was made from: the adapter's files by content (megabytes), the base's weight files
-    by size and modification time (hashing gigabytes of weights would add seconds to every start)."""
-    digest = hashlib.sha256(f"{_ctranslate2().__version__}|{quantization}".encode())
-    base = Path(base_path)
-    if base.is_dir():
-        _hash_files(digest, base, content=False)
-    else:
-        digest.update(base_path.encode())  # a Hugging Face id: its cache folder is not ours to watch
-    if adapter:
-        _hash_files(digest, Path(adapter), content=True)
-    return digest.hexdigest()[:16]
-
-
 def cache_folder(base_path: str, adapter: str | None, quantization: str) -> Path:
-    if adapter:
-        adapter_dir = Path(adapter).resolve()
-        return adapter_dir.with_name(f"{adapter_dir.name}.ct2-{quantization}")
-    return models_dir() / "ct2" / f"{Path(base_path.rstrip('/')).name}-{quantization}"
+    return conversion.cache_folder(base_path, adapter, "ct2", quantization)
 
 
 def _convert(source: str, folder: Path, quantization: str) -> None:
@@ -109,39 +76,23 @@ def _convert(source: str, folder: Path, quantization: str) -> None:
 
 def converted_model(base_model: str, adapter: str | None, quantization: str = "int8") -> Path:
     """The CTranslate2 folder for base (+ adapter merged), converting it first when missing or stale."""
-    base_path = resolve_model(base_model)
-    key = conversion_key(base_path, adapter, quantization)
-    folder = cache_folder(base_path, adapter, quantization)
+    return conversion.converted_model(
+        base_model, adapter, engine="ct2", variant=quantization, converter_version=_ctranslate2().__version__,
+        key_file=KEY_FILE, convert=lambda source, folder: _convert(source, folder, quantization))
+
+
+def end_token_ids(base_path: str, config, tokenizer) -> list[int]:
+    """The tokens that end a reply, as transformers' generate() takes them: the generation config's eos, else the
+    model config's, else the tokenizer's."""
+    from transformers import GenerationConfig
+
     try:
-        if json.loads((folder / KEY_FILE).read_text(encoding="utf-8")).get("key") == key:
-            return folder
-        log.info("%s was made from other weights: converting again", folder)
-    except (OSError, ValueError):
-        pass
-    started = time.perf_counter()
-    log.info("converting %s%s for CTranslate2 (%s) into %s, once", base_model,
-             f" + adapter {adapter}" if adapter else "", quantization, folder)
-
-    def write(tmp: Path) -> None:
-        if adapter:
-            from rhizome.chat.llm import ChatModel
-
-            # Beside the cache, not in /tmp: a merged fp32 model is 4 bytes a weight.
-            with tempfile.TemporaryDirectory(prefix=".merged-", dir=folder.parent) as merged_dir:
-                merged = ChatModel.load(base_model, adapter, device="cpu", quantize=False)
-                merged.model.save_pretrained(merged_dir)
-                merged.tokenizer.save_pretrained(merged_dir)
-                del merged
-                _convert(merged_dir, tmp, quantization)
-        else:
-            _convert(base_path, tmp, quantization)
-        atomic.write_json(tmp / KEY_FILE, {"key": key, "base_model": base_model, "adapter": adapter,
-                                           "quantization": quantization,
-                                           "seconds": round(time.perf_counter() - started, 1)})
-
-    atomic.write_dir(folder, write)
-    log.info("converted in %.0f s", time.perf_counter() - started)
-    return folder
+        end = GenerationConfig.from_pretrained(base_path).eos_token_id
+    except OSError:
+        end = None
+    end = end if end is not None else config.eos_token_id if config.eos_token_id is not None \
+        else tokenizer.eos_token_id
+    return [int(i) for i in (end if isinstance(end, list) else [end]) if i is not None]
 
 
 class _TextCollector:
@@ -188,7 +139,7 @@ class CT2ChatModel(ChatEngine):
     def load(cls, base_model: str, adapter: str | None = None, device: str = "cpu",
              quantization: str | None = None) -> CT2ChatModel:
         """``quantization``: weights as converted and computed (int8, float32 ...); None = the fastest for ``device``."""
-        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+        from transformers import AutoConfig, AutoTokenizer
 
         ctranslate2 = _ctranslate2()
         base_path = resolve_model(base_model)
@@ -206,14 +157,7 @@ class CT2ChatModel(ChatEngine):
             return ctranslate2.Generator(str(folder), device=device, compute_type=compute_type,
                                          intra_threads=physical_cores() if device == "cpu" else 0)
 
-        try:
-            generation = GenerationConfig.from_pretrained(base_path)
-            end = generation.eos_token_id
-        except OSError:
-            end = None
-        end = end if end is not None else config.eos_token_id if config.eos_token_id is not None \
-            else tokenizer.eos_token_id
-        end_ids = [int(i) for i in (end if isinstance(end, list) else [end]) if i is not None]
+        end_ids = end_token_ids(base_path, config, tokenizer)
         parts = [f"{base_model} (CTranslate2 {compute_type}, {device})"]
         if adapter:
             parts.append(f"+ adapter {adapter} (merged, converted once into {folder})")
