@@ -1,4 +1,4 @@
-"""How long will my data take: stages 1-3 on the generated heavy-user corpus at two scales.
+"""How long will my data take: stages 1-3 and stage 4's tokenisation on the generated heavy-user corpus at two scales.
 
     python bench/pipeline.py [--scales 0.1 1] [--work DIR] [--seed 0]
 
@@ -7,13 +7,17 @@ of its own, with empty caches, as a user runs it:
     1 pdf_to_json      the corpus's PDFs -> pdf_texts.json
     2 batch_embedder   both exports + pdf_texts.json -> the memory
     3 data_formatter   the same, reusing the memory's vectors, --enable-semantic-labeling --extract-keyphrases
-Each stage reports its wall time and its peak RSS (the process's own ``ru_maxrss``); the formatter also
+    4 tokenise         train_script.py's tokenisation cache of the train and validation files (the default model's
+                       chat template, --max-seq-length and --workers), not training
+Each stage reports its wall time and its peak RSS (``ru_maxrss`` of the process, or of its largest worker process
+when that is larger); the formatter also
 its steps (from the same StepLog records the console table shows). Then per stage and step the growth
 exponent between the two scales, log(t2 / t1) / log(scale2 / scale1): 1 is linear.
 
 Checks on every run: every generated conversation is imported (against the generator's truth.json)
 and no hidden / system / tool / reasoning / off-branch text (the generator's marker) is in any output.
-The tokenisation of stage 4 is not run here: the training package is being rewritten.
+Then the time of the issue's reference export (2,000 conversations) through stages 2-3 and of each stage at 10x,
+on the straight line through the two measurements (a fixed cost plus a cost per conversation).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RHIZOME_NO_PROGRESS", "1")
 
-STAGES = ("pdf_to_json", "batch_embedder", "data_formatter")
+STAGES = ("pdf_to_json", "batch_embedder", "data_formatter", "tokenise")
+REFERENCE_CONVERSATIONS = 2000  # the issue's baseline export: 14.7 min through stages 2-3, goal 5
 
 
 def run_stage(stage: str, folder: Path) -> dict:
@@ -53,7 +58,7 @@ def run_stage(stage: str, folder: Path) -> dict:
                                            cache_dir=str(folder / "cache")))
         result.update(items=summary["items"], conversations=summary["conversations"],
                       newly_embedded=summary["newly_embedded"])
-    else:
+    elif stage == "data_formatter":
         from rhizome.format.pipeline import FormatConfig, run
         from rhizome.format.steps import StepLog
 
@@ -65,9 +70,26 @@ def run_stage(stage: str, folder: Path) -> dict:
         result.update(items=metadata["total_pairs"], conversations=metadata["import"]["conversations"],
                       steps={r.name: {"seconds": r.seconds, "in": r.count_in, "out": r.count_out, **r.varying}
                              for r in steps.records},
-                      embeddings=metadata["embeddings"])
+                      embeddings=metadata["embeddings"], pdf_pairs=metadata["pairs"]["pdf_pairs"])
+    else:
+        from rhizome.train.cache import load_or_tokenize
+        from rhizome.train.config import TrainConfig
+        from rhizome.train.data import default_workers
+        from rhizome.train.model import load_tokenizer, resolve_model
+
+        config = TrainConfig()
+        tokenizer = load_tokenizer(config.model, resolve_model(config.model))
+        samples = tokens = 0
+        for split in ("train", "validation"):
+            data, source = load_or_tokenize(folder / "data_finetune" / f"dataset_{split}.jsonl", tokenizer,
+                                            config.max_seq_length, config.loss_on, cache_dir=folder / "tokenized_cache",
+                                            workers=config.workers)
+            assert source == "tokenized and cached", source
+            samples, tokens = samples + len(data), tokens + len(data.tokens)
+        result.update(items=samples, tokens=tokens, workers=config.workers or default_workers())
     result["seconds"] = time.perf_counter() - start
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = max(resource.getrusage(who).ru_maxrss
+                                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     return result
 
 
@@ -87,7 +109,7 @@ def bench_scale(scale: float, work: Path, seed: int) -> dict:
     folder = work / f"scale-{scale:g}"
     truth_path = folder / TRUTH_FILE
     truth = json.loads(truth_path.read_text()) if truth_path.exists() else generate(folder, scale, seed)
-    for stale in ("pdf_texts.json", "memory", "data_finetune", "cache", "semantic.pkl"):
+    for stale in ("pdf_texts.json", "memory", "data_finetune", "cache", "semantic.pkl", "tokenized_cache"):
         subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
     results = {}
     for stage in STAGES:
@@ -130,12 +152,31 @@ def print_table(runs: dict[float, dict]) -> None:
             print(f"| &nbsp; {step} | {record['seconds']:.1f} | {other['seconds']:.1f} | "
                   f"{growth(record['seconds'], other['seconds'], ratio):.2f} | | |")
     total = [sum(r["stages"][s]["seconds"] for s in STAGES) for r in (r1, r2)]
-    print(f"| stages 1-3 | {total[0]:.1f} | {total[1]:.1f} | {growth(total[0], total[1], ratio):.2f} | | |")
+    print(f"| stages 1-4 | {total[0]:.1f} | {total[1]:.1f} | {growth(total[0], total[1], ratio):.2f} | | |")
     for scale, run in sorted(runs.items()):
-        embed = run["stages"]["data_formatter"]["steps"]["embed"]
-        from_memory = run["stages"]["data_formatter"]["embeddings"]["texts_from_memory"]
-        print(f"scale {scale:g}: the formatter took {from_memory}"
-              f" texts' vectors from the memory and embedded {embed.get('newly_embedded', 0)} new ones")
+        formatter = run["stages"]["data_formatter"]
+        print(f"scale {scale:g}: the formatter took {formatter['embeddings']['texts_from_memory']} texts' vectors "
+              f"from the memory and embedded {formatter['steps']['embed'].get('newly_embedded', 0)} new ones "
+              f"({formatter['pdf_pairs']} PDF pairs, whose questions it writes itself); tokenised "
+              f"{run['stages']['tokenise']['items']} samples, {run['stages']['tokenise']['tokens']:,} tokens "
+              f"with {run['stages']['tokenise']['workers']} worker(s)")
+    stages_2_3 = [sum(r["stages"][s]["seconds"] for s in ("batch_embedder", "data_formatter")) for r in (r1, r2)]
+    sizes = [r["truth"]["conversations"] for r in (r1, r2)]
+    estimate = on_the_line(sizes, stages_2_3, REFERENCE_CONVERSATIONS)
+    print(f"stages 2-3 for {REFERENCE_CONVERSATIONS:,} conversations: {estimate / 60:.1f} min (goal 5 min; on the "
+          f"line through {sizes[0]:,} conversations in {stages_2_3[0] / 60:.1f} min and {sizes[1]:,} in "
+          f"{stages_2_3[1] / 60:.1f} min)")
+    at_10x = {stage: on_the_line((s1, s2), [r["stages"][stage]["seconds"] for r in (r1, r2)], 10.0) for stage in STAGES}
+    print("estimated at 10x on the same lines: " + ", ".join(f"{stage} {t / 60:.0f} min" for stage, t in at_10x.items())
+          + f"; stages 1-4 {sum(at_10x.values()) / 3600:.1f} h")
+
+
+def on_the_line(sizes, seconds, size: float) -> float:
+    """The time at ``size`` on the straight line through two measurements: a fixed cost (loading models) plus a
+    cost per unit, which the growth exponent mixes up at small sizes."""
+    (x1, x2), (t1, t2) = sizes, seconds
+    per_unit = (t2 - t1) / (x2 - x1)
+    return t1 + per_unit * (size - x1)
 
 
 def main() -> int:
@@ -148,6 +189,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = Path(args.work)
+    from rhizome.train.config import DEFAULT_MODEL
+    from rhizome.train.model import resolve_model
+
+    resolve_model(DEFAULT_MODEL)  # converts the shipped model once, before any stage is timed
     runs = {}
     for scale in args.scales:
         runs[scale] = bench_scale(scale, work, args.seed)
