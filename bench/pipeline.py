@@ -1,6 +1,7 @@
 """How long will my data take: stages 1-3 and stage 4's tokenisation on the generated heavy-user corpus at two scales.
 
     python bench/pipeline.py [--scales 0.1 1] [--work DIR] [--seed 0]
+    python bench/pipeline.py --compare-workers 1 2 [--scale 1] [--rounds 3]   (after a run at that scale)
 
 For each scale: bench/heavy_corpus.py writes the corpus (not timed), then each stage runs in a process
 of its own, with empty caches, as a user runs it:
@@ -16,6 +17,9 @@ exponent between the two scales, log(t2 / t1) / log(scale2 / scale1): 1 is linea
 
 Checks on every run: every generated conversation is imported (against the generator's truth.json)
 and no hidden / system / tool / reasoning / off-branch text (the generator's marker) is in any output.
+``--compare-workers A B`` times stage 4 alone on a scale's formatted data, alternating the two --workers
+settings, and prints the median and spread of each.
+
 Then the time of the issue's reference export (2,000 conversations) through stages 2-3 and of each stage at 10x,
 on the straight line through the two measurements (a fixed cost plus a cost per conversation).
 """
@@ -26,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import resource
 import subprocess
 import sys
@@ -41,8 +46,9 @@ STAGES = ("pdf_to_json", "batch_embedder", "data_formatter", "tokenise")
 REFERENCE_CONVERSATIONS = 2000  # the issue's baseline export: 14.7 min through stages 2-3, goal 5
 
 
-def run_stage(stage: str, folder: Path) -> dict:
-    """Run one stage in this process (the child); returns its times and peak RSS."""
+def run_stage(stage: str, folder: Path, workers: int = 0) -> dict:
+    """Run one stage in this process (the child); returns its times and peak RSS. ``workers``: stage 4's --workers
+    (0 = its default)."""
     start = time.perf_counter()
     result: dict = {}
     if stage == "pdf_to_json":
@@ -77,7 +83,7 @@ def run_stage(stage: str, folder: Path) -> dict:
         from rhizome.train.data import default_workers
         from rhizome.train.model import load_tokenizer, resolve_model
 
-        config = TrainConfig()
+        config = TrainConfig(workers=workers)
         tokenizer = load_tokenizer(config.model, resolve_model(config.model))
         samples = tokens = 0
         for split in ("train", "validation"):
@@ -97,6 +103,35 @@ def _inputs(folder: Path) -> list[str]:
     return [str(folder / "conversations.json"), str(folder / "conversations2.json"), str(folder / "pdf_texts.json")]
 
 
+def child(stage: str, folder: Path, workers: int = 0) -> dict:
+    """Run one stage in a fresh process, as a user runs it; its result."""
+    completed = subprocess.run([sys.executable, __file__, "--child", stage, str(folder), str(workers)],
+                               capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"error: {stage} in {folder} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def compare_workers(folder: Path, settings: list[int], rounds: int) -> None:
+    """Stage 4 alone on ``folder``'s formatted data, the --workers settings alternating, a fresh cache each time."""
+    if not (folder / "data_finetune" / "dataset_train.jsonl").exists():
+        raise SystemExit(f"error: no formatted data in {folder}: run bench/pipeline.py at that scale first")
+    times: dict[int, list[float]] = {n: [] for n in settings}
+    peaks: dict[int, list[float]] = {n: [] for n in settings}
+    for _ in range(rounds):
+        for workers in settings:
+            subprocess.run(["rm", "-rf", str(folder / "tokenized_cache")], check=True)
+            result = child("tokenise", folder, workers)
+            times[workers].append(result["seconds"])
+            peaks[workers].append(result["peak_rss_mb"])
+    print(f"stage 4 on {folder.name}: {result['items']} samples, {result['tokens']:,} tokens, {rounds} rounds")
+    for workers in settings:
+        print(f"  --workers {workers}: median {statistics.median(times[workers]):.1f} s "
+              f"({min(times[workers]):.1f}-{max(times[workers]):.1f}), peak RSS {max(peaks[workers]):.0f} MB")
+    first, second = (statistics.median(times[n]) for n in settings)
+    print(f"  --workers {settings[1]} is {first / second:.2f}x --workers {settings[0]}")
+
+
 def leaked(folder: Path, marker: str) -> list[str]:
     """Output files that contain the generator's marker."""
     outputs = [folder / "pdf_texts.json", *(folder / "memory").iterdir(), *(folder / "data_finetune").iterdir()]
@@ -113,11 +148,7 @@ def bench_scale(scale: float, work: Path, seed: int) -> dict:
         subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
     results = {}
     for stage in STAGES:
-        completed = subprocess.run([sys.executable, __file__, "--child", stage, str(folder)], capture_output=True,
-                                   text=True)
-        if completed.returncode != 0:
-            raise SystemExit(f"error: {stage} at scale {scale} failed:\n{completed.stderr[-3000:]}")
-        results[stage] = json.loads(completed.stdout.strip().splitlines()[-1])
+        results[stage] = child(stage, folder)
         print(f"  scale {scale:g}: {stage} {results[stage]['seconds']:.1f} s, "
               f"{results[stage]['peak_rss_mb']:.0f} MB", flush=True)
     for stage in ("batch_embedder", "data_formatter"):
@@ -180,15 +211,22 @@ def on_the_line(sizes, seconds, size: float) -> float:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        print(json.dumps(run_stage(sys.argv[2], Path(sys.argv[3]))))
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        print(json.dumps(run_stage(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=float, nargs=2, default=[0.1, 1.0])
     parser.add_argument("--work", default=str(ROOT / "bench" / "out" / "pipeline"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-workers", type=int, nargs=2, metavar="N",
+                        help="time only stage 4 with these two --workers settings, alternating")
+    parser.add_argument("--scale", type=float, default=1.0, help="with --compare-workers: whose formatted data")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare-workers: runs of each setting")
     args = parser.parse_args()
     work = Path(args.work)
+    if args.compare_workers:
+        compare_workers(work / f"scale-{args.scale:g}", args.compare_workers, args.rounds)
+        return 0
     from rhizome.train.config import DEFAULT_MODEL
     from rhizome.train.model import resolve_model
 

@@ -248,8 +248,8 @@ def _tokenize_in_worker(pairs: list[dict]) -> TokenizedData:
 
 def tokenized_chunks(pairs: Iterable[dict], tokenizer, max_seq_length: int, loss_on: str = "last",
                      workers: int = 1) -> Iterator[TokenizedData]:
-    """:func:`tokenize_pairs` a chunk of :data:`CHUNK_PAIRS` pairs at a time, in order, so neither the pairs nor
-    their tokens need to be in memory at once. With ``workers`` > 1 the chunks are tokenised by that many
+    """The samples of :func:`tokenize_pairs`, a chunk of :data:`CHUNK_PAIRS` pairs at a time and in order, so
+    neither the pairs nor their tokens need to be in memory at once. With ``workers`` > 1 the chunks are tokenised by that many
     processes, at most two chunks each read ahead; the chunks come out the same as with one."""
     chunks = _batches(pairs, CHUNK_PAIRS)
     first = next(chunks, None)
