@@ -189,10 +189,13 @@ class SpokenReply:
     are complete (:func:`first_piece_end`), then a clause, then finished sentences, each synthesised while the ones
     before it play."""
 
-    def __init__(self, tts, voice: str = "", started: float | None = None, first_piece=first_piece_end):
+    def __init__(self, tts, voice: str = "", started: float | None = None, first_piece=first_piece_end,
+                 running: threading.Event | None = None):
         self.tts = tts
         self.voice = voice or None
         self.first_piece = first_piece  # (reply, start) -> where the first piece ends
+        # Cleared while the first piece is synthesised: the chat model, sharing the CPU, waits (ChatEngine.stream).
+        self.running = running
         self.handed_over = 0  # characters of the reply already given to the voice
         self.pieces: list[str] = []
         self.clips: list[Future] = []
@@ -203,17 +206,24 @@ class SpokenReply:
         self.failed = False
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-tts")
 
-    def _speak(self, text: str) -> tuple[int, np.ndarray]:
-        rate, samples = self.tts.speak(text, self.voice)
+    def _speak(self, text: str, first: bool = False) -> tuple[int, np.ndarray]:
+        try:
+            rate, samples = self.tts.speak(text, self.voice)
+        finally:
+            if first and self.running is not None:
+                self.running.set()
         if self.first_clip_s is None and len(samples):
             self.first_clip_s = time.perf_counter() - self.started
         return rate, samples
 
     def _hand_over(self, reply: str, end: int) -> None:
-        if self.first_piece_s is None:
+        first = self.first_piece_s is None
+        if first:
             self.first_piece_s = time.perf_counter() - self.started
+            if self.running is not None:
+                self.running.clear()
         self.pieces.append(reply[self.handed_over:end])
-        self.clips.append(self.pool.submit(self._speak, self.pieces[-1]))
+        self.clips.append(self.pool.submit(self._speak, self.pieces[-1], first))
         self.handed_over = end
 
     def _next_end(self, reply: str) -> int:
@@ -289,6 +299,9 @@ class ChatPage:
         # handed over when all of it is synthesised.
         self.stream_audio = shutil.which("ffmpeg") is not None
         self.first_piece = first_piece_end  # where a spoken reply's first piece ends (bench/chat.py compares rules)
+        # The chat model waits while a spoken reply's first piece is synthesised: on a CPU the two share the cores,
+        # and the reply's text is far ahead of its speech anyway (bench/chat.py --only voice measures both ways).
+        self.hold_decoder = True
         self._stops: dict[str, threading.Event] = {}
         self._heard: dict[str, tuple[float, float]] = {}  # per tab: (recording received, speech-to-text seconds)
         self.last_timing: TurnTiming | None = None  # the latest reply's, as its status line shows it
@@ -329,7 +342,10 @@ class ChatPage:
         earlier, question = messages[:-1], messages[-1]["content"]
         chat = list(history) + [{"role": "assistant", "content": ""}]
         reply, shown_sources = "", None
-        voice_out = (SpokenReply(self.tts, voice or self.voice, started, self.first_piece)
+        running = threading.Event()
+        running.set()
+        voice_out = (SpokenReply(self.tts, voice or self.voice, started, self.first_piece,
+                                 running if self.hold_decoder else None)
                      if speak and self.tts is not None else None)
 
         def sent(audio) -> Any:
@@ -342,7 +358,7 @@ class ChatPage:
             yield list(chat), SEARCHING, None, gr.skip()
             for reply, hits in self.session.respond(question, earlier, stop_event=stop,
                                                     temperature=float(temperature),
-                                                    max_new_tokens=int(max_new_tokens)):
+                                                    max_new_tokens=int(max_new_tokens), running=running):
                 if timing.memories_s is None:
                     timing.memories_s = time.perf_counter() - started
                 chat[-1] = {"role": "assistant", "content": reply}
@@ -381,6 +397,7 @@ class ChatPage:
             status = " · ".join(self.status + [timing.line()])
             yield chat, shown_sources or sources_markdown([]), audio, status
         finally:
+            running.set()  # a reply given up while its first piece is synthesised must not leave the model waiting
             if voice_out is not None:
                 voice_out.close()
             with self._lock:  # one event per reply in flight, not one per tab ever opened

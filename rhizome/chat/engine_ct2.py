@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from rhizome.chat import conversion
-from rhizome.chat.llm import ChatEngine, GenerationStats
+from rhizome.chat.llm import ChatEngine, GenerationStats, wait_to_run
 from rhizome.device import physical_cores
 from rhizome.log import get_logger
 from rhizome.train.model import ModelNotFoundError, resolve_model
@@ -209,7 +209,7 @@ class CT2ChatModel(ChatEngine):
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
                top_p: float = 0.9, repetition_penalty: float = 1.0,
-               stop_event: threading.Event | None = None) -> Iterator[str]:
+               stop_event: threading.Event | None = None, running: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy."""
         started = time.perf_counter()
         ids = self.prompt_ids(messages)[0].tolist()
@@ -224,7 +224,9 @@ class CT2ChatModel(ChatEngine):
                      if stats.reused_tokens else {})
             steps = self.generator.generate_tokens(
                 tokens[stats.reused_tokens:], max_length=int(max_new_tokens),
-                repetition_penalty=float(repetition_penalty), end_token=self.end_ids, **sampling, **reuse)
+                repetition_penalty=float(repetition_penalty), end_token=self.end_ids, **sampling, **reuse,
+                # in CTranslate2's decoding thread, so waiting there holds the decoder itself, not only its output
+                callback=lambda step: wait_to_run(running, stop_event))
             try:
                 for step in steps:
                     stats.new_tokens += 1

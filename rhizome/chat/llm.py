@@ -99,11 +99,22 @@ def _streamer_class():
     return CountingStreamer
 
 
-def _stop_criteria(*events: threading.Event):
+def wait_to_run(running: threading.Event | None, *stops: threading.Event | None) -> None:
+    """Called before each new token: wait while ``running`` is clear (the page's voice is synthesising the reply's
+    first words and needs the CPU the decoder would take) until it is set or a stop is asked for."""
+    if running is None:
+        return
+    while not running.wait(0.05):
+        if any(stop is not None and stop.is_set() for stop in stops):
+            return
+
+
+def _stop_criteria(*events: threading.Event, running: threading.Event | None = None):
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class StopOnEvent(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
+            wait_to_run(running, *events)
             stop = any(event.is_set() for event in events)
             return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
@@ -172,9 +183,10 @@ class ChatEngine(ABC):
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
                top_p: float = 0.9, repetition_penalty: float = 1.0,
-               stop_event: threading.Event | None = None) -> Iterator[str]:
+               stop_event: threading.Event | None = None, running: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy. A set ``stop_event``
-        or the caller closing the iterator ends generation within one token; ``last_stats`` then says what it did."""
+        or the caller closing the iterator ends generation within one token; ``last_stats`` then says what it did.
+        While ``running`` (if given) is clear, generation waits before its next token."""
 
 
 class ChatModel(ChatEngine):
@@ -248,7 +260,7 @@ class ChatModel(ChatEngine):
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
                top_p: float = 0.9, repetition_penalty: float = 1.0,
-               stop_event: threading.Event | None = None) -> Iterator[str]:
+               stop_event: threading.Event | None = None, running: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy."""
         started = time.perf_counter()
         input_ids = self.prompt_ids(messages).to(self.model.device)
@@ -259,7 +271,8 @@ class ChatModel(ChatEngine):
                     if temperature and temperature > 0 else {"do_sample": False})
         kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
                       max_new_tokens=int(max_new_tokens), repetition_penalty=float(repetition_penalty),
-                      stopping_criteria=_stop_criteria(*events), pad_token_id=self.tokenizer.pad_token_id,
+                      stopping_criteria=_stop_criteria(*events, running=running),
+                      pad_token_id=self.tokenizer.pad_token_id,
                       **sampling)
         failure: list[BaseException] = []
         reused = [0]

@@ -108,9 +108,10 @@ class ChatSession:
         return turns
 
     def respond(self, user_message: str, history: list[dict], stop_event: threading.Event | None = None,
-                temperature: float | None = None, max_new_tokens: int | None = None
-                ) -> Iterator[tuple[str, list[Hit]]]:
-        """Yield (reply so far, memories used) as the reply streams; remember the turn once it is complete."""
+                temperature: float | None = None, max_new_tokens: int | None = None,
+                running: threading.Event | None = None) -> Iterator[tuple[str, list[Hit]]]:
+        """Yield (reply so far, memories used) as the reply streams; remember the turn once it is complete. While
+        ``running`` (if given) is clear, the model waits before its next token (``ChatEngine.stream``)."""
         config = self.config
         max_new_tokens = config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         temperature = config.temperature if temperature is None else float(temperature)
@@ -128,7 +129,7 @@ class ChatSession:
         reply = ""
         for delta in self.model.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature,
                                        top_p=config.top_p, repetition_penalty=config.repetition_penalty,
-                                       stop_event=stop_event):
+                                       stop_event=stop_event, running=running):
             reply += delta
             yield reply, hits
         self.keep_prompt(conversation_id, turns, user_message, new_turn, reply)
