@@ -52,6 +52,10 @@ WHITESPACE = re.compile(r"\s*")
 # Kokoro's clips start and end with a little silence of their own.
 PIECE_PAUSE_S = {".": SENTENCE_PAUSE_S, "!": SENTENCE_PAUSE_S, "?": SENTENCE_PAUSE_S, "\n": SENTENCE_PAUSE_S,
                  ",": SENTENCE_PAUSE_S / 2, ";": SENTENCE_PAUSE_S / 2, ":": SENTENCE_PAUSE_S / 2}
+# Gradio streams audio through one ffmpeg AAC encoder, and the segment made from a chunk holds only the frames encoded
+# by the time it was handed over (of the first, ~40 ms); the rest would leave with the next piece, a second or more
+# later. A sample of silence sent this long after a piece hands its audio to the browser meanwhile.
+FLUSH_AFTER_S = 0.08
 # An absolute (or ~) path in a sentence: not inside a word, a number or a URL ("http://...").
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`()<>\[\]{},;|*]+")
 # Gradio's temporary files (uploads, spoken replies): every hour those older than an hour are deleted, and
@@ -180,7 +184,7 @@ def pause_before_next(piece: str) -> float:
 
 def join_chunks(chunks) -> tuple[int, np.ndarray] | None:
     """The chunks :class:`SpokenReply` hands out (each starting with the pause that precedes it) as one clip."""
-    chunks = list(chunks)
+    chunks = [chunk for chunk in chunks if chunk is not None]
     return (chunks[0][0], np.concatenate([samples for _, samples in chunks])) if chunks else None
 
 
@@ -248,13 +252,16 @@ class SpokenReply:
             done.append(self.clips[self.delivered + len(done)])
         return self._chunk(done)
 
-    def finish(self, reply: str) -> Iterator[tuple[int, np.ndarray]]:
+    def finish(self, reply: str, poll_s: float | None = None) -> Iterator[tuple[int, np.ndarray] | None]:
         """Hand the voice the rest of the reply, then yield the clips not yet given, each as soon as it is
-        synthesised (with any others done by then); nothing more once speaking failed (a warning says so)."""
+        synthesised (with any others done by then), and None each ``poll_s`` seconds without one; nothing more once
+        speaking failed (a warning says so)."""
         if reply[self.handed_over:].strip():
             self._hand_over(reply, len(reply))
         while self.delivered < len(self.clips) and not self.failed:
-            wait([self.clips[self.delivered]])
+            if not wait([self.clips[self.delivered]], timeout=poll_s).done:
+                yield None
+                continue
             chunk = self.ready()
             if chunk is not None:
                 yield chunk
@@ -302,6 +309,7 @@ class ChatPage:
         # The chat model waits while a spoken reply's first piece is synthesised: on a CPU the two share the cores,
         # and the reply's text is far ahead of its speech anyway (bench/chat.py --only voice measures both ways).
         self.hold_decoder = True
+        self.flush_stream = True  # each streamed piece followed by a sample of silence (FLUSH_AFTER_S)
         self._stops: dict[str, threading.Event] = {}
         self._heard: dict[str, tuple[float, float]] = {}  # per tab: (recording received, speech-to-text seconds)
         self.last_timing: TurnTiming | None = None  # the latest reply's, as its status line shows it
@@ -348,10 +356,18 @@ class ChatPage:
                                  running if self.hold_decoder else None)
                      if speak and self.tts is not None else None)
 
+        flush_at: list = []  # (when, sample rate) of the silence due after the last streamed piece
+
         def sent(audio) -> Any:
-            """``audio`` for the page's audio output, noting when the reply's first sound went out."""
-            if audio is not None and timing.first_audio_s is None:
-                timing.first_audio_s = time.perf_counter() - started
+            """``audio`` for the page's audio output (or the silence due after the last piece), noting when the
+            reply's first sound went out."""
+            now = time.perf_counter()
+            if audio is None and flush_at and now >= flush_at[0][0]:
+                return flush_at.pop()[1], np.zeros(1, dtype=np.int16)
+            if audio is not None:
+                if timing.first_audio_s is None:
+                    timing.first_audio_s = now - started
+                flush_at[:] = [(now + FLUSH_AFTER_S, audio[0])] if self.flush_stream and self.stream_audio else []
             return audio
 
         try:
@@ -380,13 +396,13 @@ class ChatPage:
             if voice_out is not None and not stop.is_set():
                 # Streamed, each piece goes out as soon as it is synthesised, even when the text was done first;
                 # without ffmpeg the page plays the spoken reply whole, so it goes out once, at the end.
-                rest = voice_out.finish(reply)
                 if self.stream_audio:
-                    for audio in rest:
-                        yield chat, gr.skip(), sent(audio), gr.skip()
+                    for audio in voice_out.finish(reply, FLUSH_AFTER_S):
+                        if (audio := sent(audio)) is not None:
+                            yield chat, gr.skip(), audio, gr.skip()
                     audio = None
                 else:
-                    audio = sent(join_chunks(rest))
+                    audio = sent(join_chunks(voice_out.finish(reply)))
             stats = self.session.model.last_stats
             timing.prompt_tokens, timing.reused_tokens = stats.prompt_tokens, stats.reused_tokens
             timing.decode_tokens_per_s = stats.decode_tokens_per_s
