@@ -332,7 +332,7 @@ class ChatModel(ChatEngine):
         return DynamicCache(config=self.model.config), 0
 
 
-ENGINES = ("auto", "ct2", "torch")
+ENGINES = ("auto", "ct2", "ort", "torch")
 
 
 def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "auto",
@@ -348,6 +348,17 @@ def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "
     if engine == "torch":
         model = ChatModel.load(base_model, adapter, device=device)
         return model, f"Engine: {model.engine} (--engine torch)."
+    if engine == "ort":
+        from rhizome.chat.engine_ort import ORTChatModel, ORTUnsupportedError
+
+        if device != "cpu":
+            raise ModelNotFoundError(f"--engine ort runs on a CPU only; chat on {device} with --engine torch or ct2, "
+                                     "or add --force-cpu.")
+        try:
+            model = ORTChatModel.load(base_model, adapter)
+        except ORTUnsupportedError as exc:
+            raise ModelNotFoundError(f"--engine ort: {exc}. Chat with --engine ct2 or --engine torch instead.") from exc
+        return model, f"Engine: {model.engine} (--engine ort)."
     from rhizome.chat.engine_ct2 import CT2ChatModel, CT2UnsupportedError
 
     if engine == "ct2":
