@@ -543,15 +543,19 @@ def spoken_stream(audio_component, loop):
         segment, _ = loop.run_until_complete(audio_component.stream_output(value, stream_id, not segments))
         segments.append((time.perf_counter(), segment["duration"] if segment else 0.0))
 
-    def close() -> None:
+    def close() -> None:  # the reply is over: Gradio flushes the encoder
+        if segments:
+            segment = loop.run_until_complete(audio_component.flush_stream_output(stream_id))
+            segments.append((time.perf_counter(), segment["duration"] if segment else 0.0))
         audio_component.end_stream_output(stream_id)
 
     return send, segments, close
 
 
 def playback(started: float, segments: list[tuple[float, float]], first_piece_s: float) -> tuple[float, float]:
-    """(when the browser holds the whole first piece's audio, seconds from ``started``; seconds the player then waits
-    for audio before the reply's end) of a stream that plays each segment as soon as it arrives."""
+    """(when the browser holds the first piece's audio, seconds from ``started``; seconds the player then waits for
+    audio before the reply's end) of a stream that plays each segment as soon as it arrives. The AAC encoder keeps
+    its last ~0.1 s (two frames and its priming) until more audio comes, so that much of the piece is not waited for."""
     held, whole_at, clock, stalled = 0.0, float("nan"), None, 0.0
     for at, seconds in segments:
         if seconds <= 0:
@@ -563,7 +567,7 @@ def playback(started: float, segments: list[tuple[float, float]], first_piece_s:
             clock = at
         clock += seconds
         held += seconds
-        if held >= first_piece_s - 0.05 and whole_at != whole_at:
+        if held >= first_piece_s - 0.15 and whole_at != whole_at:
             whole_at = at - started
     return whole_at, stalled
 
@@ -622,14 +626,15 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
                 text, _ = page.transcribe(spoken[question])
                 started = time.perf_counter() - page._heard["local"][1]
                 history = history + [{"role": "user", "content": text}]
+                piece_s = 0.0  # seconds of audio in the first chunk the page hands out
                 try:
                     for history, _, audio, _ in page.reply(history, config.temperature, max_new_tokens, speak=True):
                         if isinstance(audio, tuple):
+                            piece_s = piece_s or len(audio[1]) / audio[0]
                             send(audio)
                 finally:
                     close()
                 t = page.last_timing
-                piece_s = len(tts.speak(t.first_piece)[1]) / 24000 if t.first_piece.strip() else 0.0
                 browser_s, stalled_s = playback(started, segments, piece_s)
                 rows[name].append(dict(
                     turn=turn + 1, stt=t.speech_to_text_s, retrieval=t.memories_s - t.speech_to_text_s,
@@ -661,25 +666,27 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
           f"{os.getloadavg()[0]:.1f}", flush=True)
 
     # Kokoro's fixed cost: a fresh session's first call against later ones, and phonemisation, on first pieces.
-    pieces = ["The first spring inspection should be short", "A worn chain is the most likely cause",
-              "Keep the fruiting room at about 15 °C,"]
+    words = SPEECH_TEXT.split()
     fresh = Kokoro.from_session(kokoro_session(shipped_kokoro_model()), tts.kokoro.config.voices_path)
     style = tts.styles[tts.default_voice]
     start = time.perf_counter()
-    fresh.create(pieces[0], voice=style, lang="en-us")
+    fresh.create(" ".join(words[:6]), voice=style, lang="en-us")
     cold = time.perf_counter() - start
-    warm, phonemise = [], []
+    print(f"\nKokoro: a new session's first call (6 words) {cold:.2f} s; then by length (medians of 3, alternating; "
+          f"phonemisation by espeak-ng included):")
+    costs: dict[int, list[tuple[float, float, float]]] = {n: [] for n in (1, 2, 4, 6, 8, 12, 16)}
     for _ in range(3):
-        for piece in pieces:
+        for n in costs:
+            text = " ".join(words[:n])
             start = time.perf_counter()
-            fresh.create(piece, voice=style, lang="en-us")
-            warm.append(time.perf_counter() - start)
+            samples, rate = fresh.create(text, voice=style, lang="en-us")
+            seconds = time.perf_counter() - start
             start = time.perf_counter()
-            fresh.tokenizer.phonemize(piece, "en-us")
-            phonemise.append(time.perf_counter() - start)
-    print(f"\nKokoro on a first piece (5-8 words): a new session's first call {cold:.2f} s, later calls median "
-          f"{statistics.median(warm):.2f} s ({min(warm):.2f}-{max(warm):.2f}); espeak-ng phonemisation "
-          f"{statistics.median(phonemise) * 1e3:.1f} ms of it")
+            fresh.tokenizer.phonemize(text, "en-us")
+            costs[n].append((seconds, len(samples) / rate, time.perf_counter() - start))
+    for n, got in costs.items():
+        took, audio_s, phonemes = (statistics.median(c[i] for c in got) for i in range(3))
+        print(f"  {n:>2} words: {took:.2f} s for {audio_s:.2f} s of audio (phonemes {phonemes * 1e3:.1f} ms)")
 
     # Whisper: beam 5 (the default) against greedy, VAD on and off, alternating on the same spoken questions.
     settings = {"beam 5, VAD": (5, True), "beam 1, VAD": (1, True), "beam 1, no VAD": (1, False)}
