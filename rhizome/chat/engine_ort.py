@@ -36,7 +36,7 @@ import numpy as np
 
 from rhizome.chat import conversion
 from rhizome.chat.engine_ct2 import _TextCollector, end_token_ids
-from rhizome.chat.llm import ChatEngine, GenerationStats
+from rhizome.chat.llm import ChatEngine, GenerationStats, wait_to_run
 from rhizome.device import physical_cores
 from rhizome.log import get_logger
 from rhizome.train.model import ModelNotFoundError, resolve_model
@@ -229,7 +229,7 @@ class ORTChatModel(ChatEngine):
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.7,
                top_p: float = 0.9, repetition_penalty: float = 1.0,
-               stop_event: threading.Event | None = None) -> Iterator[str]:
+               stop_event: threading.Event | None = None, running: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply's text in pieces as it is generated; ``temperature`` 0 means greedy."""
         ids = self.prompt_ids(messages)[0].tolist()
         text = _TextCollector(self.tokenizer)
@@ -238,6 +238,7 @@ class ORTChatModel(ChatEngine):
         try:
             for token in tokens:
                 yield from text.put(token)
+                wait_to_run(running, stop_event)  # the next token is computed only once asked for
             yield from text.end()
         finally:
             tokens.close()

@@ -51,11 +51,13 @@ class WhisperTranscriber(Transcriber):
     def __init__(self, model, name: str):
         self.model = model
         self.name = name
+        self.beam_size = self.BEAM_SIZE
+        # The VAD drops silence around a microphone take, where Whisper otherwise invents words.
+        self.vad_filter = True
 
     def _recognise(self, samples: np.ndarray) -> str:
-        # The VAD drops silence around a microphone take, where Whisper otherwise invents words;
-        # not conditioning on earlier windows stops a misheard phrase repeating through a long take.
-        segments, _ = self.model.transcribe(samples, beam_size=self.BEAM_SIZE, vad_filter=True,
+        # Not conditioning on earlier windows stops a misheard phrase repeating through a long take.
+        segments, _ = self.model.transcribe(samples, beam_size=self.beam_size, vad_filter=self.vad_filter,
                                             condition_on_previous_text=False, without_timestamps=True)
         return " ".join(segment.text.strip() for segment in segments)
 

@@ -165,13 +165,20 @@ def test_a_failing_voice_leaves_the_text_reply_and_no_voice_to_voice_time(sessio
     assert chat[-1]["content"] and audio is None and "first audio" not in status
 
 
-@pytest.mark.parametrize("engine", ["torch", "ct2"])
+@pytest.mark.parametrize("engine", ["torch", "ct2", "ort"])
 def test_the_model_waits_while_it_is_told_to_and_then_finishes_the_reply(engine, tiny_chat_model_dir, request):
     if engine == "ct2":
         from rhizome.chat.engine_ct2 import CT2ChatModel
 
         request.getfixturevalue("models_dir")
         model = CT2ChatModel.load(tiny_chat_model_dir, None)
+    elif engine == "ort":
+        from rhizome.chat.engine_ort import ORTChatModel
+
+        request.getfixturevalue("models_dir")
+        # ONNX Runtime's attention kernel wants head sizes in multiples of 16
+        folder = request.getfixturevalue("make_tiny_model")(hidden_size=64, intermediate_size=128, head_dim=16)
+        model = ORTChatModel.load(folder, None)
     else:
         model = ChatModel.load(tiny_chat_model_dir, None, device="cpu")
     messages = [{"role": "user", "content": "Why does my bike chain skip?"}]
