@@ -196,3 +196,17 @@ def test_the_model_waits_while_it_is_told_to_and_then_finishes_the_reply(engine,
     reader.join(30)
     # at most the token already being computed when it was told to wait
     assert unfinished and model.count_tokens(held) <= 1 and "".join(got) == full
+
+
+@pytest.mark.slow
+def test_kokoro_speaks_each_first_piece_to_its_last_word():
+    """Listen-free: Whisper hears every word of the first piece as Kokoro says it, the last one whole."""
+    from rhizome.chat.stt import load_stt
+    from rhizome.chat.tts import load_tts
+
+    tts, stt = load_tts("kokoro"), load_stt("whisper")
+    replies = [REPLIES[0], REPLIES[1], REPLIES[2], "Mushrooms like it humid, but they also need fresh air."]
+    for reply in replies:
+        piece = first_piece(reply)
+        heard = stt.transcribe(tts.speak(piece))
+        assert re.findall(r"[a-z']+", heard.lower()) == re.findall(r"[a-z']+", piece.lower()), (piece, heard)
