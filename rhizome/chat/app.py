@@ -149,8 +149,8 @@ def speakable_end(text: str, start: int, ends: re.Pattern = SENTENCE_END) -> int
 
 
 def clause_end(text: str, start: int) -> int:
-    """Where the first piece of at least MIN_CLAUSE_CHARS after ``start`` ending at a clause's end ends (``start`` if
-    none yet)."""
+    """Where the first clause of at least MIN_CLAUSE_CHARS characters after ``start`` ends (``start`` while none is
+    complete)."""
     for match in CLAUSE_END.finditer(text, start):
         if match.end() - start >= MIN_CLAUSE_CHARS and _outside_code(text, match.end()):
             return match.end()
