@@ -23,8 +23,12 @@
 6. Threads: CTranslate2 int8 decode tokens/s alone and while Kokoro synthesises in another thread, with ONNX Runtime's
    default session (worker threads spin) and the chat's (rhizome.chat.tts.kokoro_session: they sleep).
 7. Voice to voice through the page's own code (ChatPage.transcribe then ChatPage.reply with speech on, default
-   settings, the demo memory): from the recording reaching the page to the first clause synthesised, per turn of
-   a conversation of spoken questions about 5 s long (spoken by Kokoro). Goal: median <= 1.5 s.
+   settings, the demo memory) on conversations of spoken questions about 5 s long (spoken by Kokoro): from the
+   recording reaching the page to the first audio handed to the page's output, split into its steps (speech to
+   text, retrieval, prefill, decode to the first spoken piece, its synthesis, handoff), and to the browser's stream
+   holding the first piece (the chunks fed through Gradio's own streamed-audio encoder), with the player's stalls;
+   the spoken-reply rules side by side (first clause / first words, decoder running / waiting, stream flush), the
+   same seeded replies, alternating. Then Kokoro's cost by length and Whisper's settings. Goal: median <= 1.5 s.
 
     python bench/chat.py [--sizes 1000 10000 100000] [--queries 200] [--prompts 6] [--threads N]
                          [--engine-reps 5] [--conversations 3] [--skip-retrieval] [--skip-llm] [--skip-engines]
