@@ -1,6 +1,6 @@
-"""Preference training on a chat export: does DPO on mined regenerations beat SFT alone, seed for seed?
+"""Preference training on a chat export: do DPO and ORPO on mined regenerations beat SFT alone, seed for seed?
 
-    python bench/preferences.py                         # the README's run (sizes: see README)
+    python bench/preferences.py                         # the README's run (sizes and settings: see README)
     python bench/preferences.py --conversations 60 --seeds 1 --out /tmp/pref   # a smoke run
 
 No preference data set ships on PyPI (searched: the packages named for preference or DPO data are tools that
@@ -12,17 +12,19 @@ user runs it:
 
 1. ``data_formatter.py`` on the export: SFT pairs and mined preference pairs, split by conversation
    (mining recall: every regeneration of the export must come out as a pair or as a counted drop);
-2. per seed: SFT (``train_script.py``), then DPO from that SFT adapter (``--method dpo``, reference = the SFT
-   adapter);
-3. ``evaluate.py``: preference accuracy and mean margin on the held-out preference pairs, and test perplexity
-   on the SFT test split, for the base model and every adapter.
+2. per seed: SFT (``train_script.py``), then from that SFT adapter DPO (``--method dpo``, reference = the SFT
+   adapter) and ORPO (``--method orpo``);
+3. ``evaluate.py``: preference accuracy and mean margin (summed and per token) on the held-out preference pairs,
+   and test perplexity on the SFT test split, for the base model and every adapter.
 
-Stages are saved in ``--out`` (``<stage>.json``) and reused by a rerun with the same settings.
+Stages are saved in ``--out`` (``<stage>.json``) and reused by a rerun with the settings they depend on unchanged
+(a stage's settings are its inputs only: a new DPO learning rate reruns DPO, not the sampling or SFT).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -124,7 +126,7 @@ def format_export(args, export: Path) -> dict:
 
 def train(args, method: str, seed: int, **overrides) -> dict:
     from rhizome.train.config import TrainConfig
-    from rhizome.train.dpo import run as run_dpo
+    from rhizome.train.dpo import run as run_preferences
     from rhizome.train.loop import run as run_sft
 
     data = args.out / "data_finetune"
@@ -135,8 +137,11 @@ def train(args, method: str, seed: int, **overrides) -> dict:
         gradient_accumulation_steps=args.grad_accum, warmup_steps=2, seed=seed, save_steps=10_000,
         eval_steps=10_000, logging_steps=5, plots=False, report_to=["none"], threads=args.threads,
         cache_dir=str(data / "tokenized_cache"), fresh=True, **{"num_train_epochs": args.epochs, **overrides})
-    recipe, result = (run_dpo if method == "dpo" else run_sft)(config)
-    return {**result, "train_pairs": len(getattr(recipe, "pairs", recipe.train_data))}
+    recipe, result = (run_sft if method == "sft" else run_preferences)(config)
+    history = recipe.history
+    curves = {key: [round(m[key], 4) for m in history["eval"] if key in m]
+              for key in ("loss", "reward_accuracy", "reward_margin", "chosen_perplexity")}
+    return {**result, "train_pairs": len(getattr(recipe, "pairs", recipe.train_data)), "eval_curves": curves}
 
 
 def evaluate(args, run_dirs: list[str]) -> dict:
@@ -147,34 +152,40 @@ def evaluate(args, run_dirs: list[str]) -> dict:
                         train_file=str(data / "dataset_train.jsonl"), max_seq_length=args.max_seq_length,
                         output_dir=str(args.out / "eval"), threads=args.threads, plots=False)
     report = run(config)
-    return {"preferences": {name: {k: m[k] for k in ("pairs", "accuracy", "mean_margin")}
-                            for name, m in report["preferences"]["models"].items()},
+    keys = ("pairs", "accuracy", "mean_margin", "per_token_accuracy", "per_token_margin", "reply_tokens")
+    return {"preferences": {name: {k: m[k] for k in keys} for name, m in report["preferences"]["models"].items()},
             "perplexity": {name: m["overall"]["perplexity"] for name, m in report["models"].items()},
             "test_pairs": report["test"]["pairs"], "preference_pairs": report["preferences"]["pairs"]}
 
 
 def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "values": values}
+    return {"mean": statistics.fmean(values), "median": statistics.median(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
+            "values": values}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/out/preferences"))
-    parser.add_argument("--conversations", type=int, default=120)
+    parser.add_argument("--conversations", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-prompt-chars", type=int, default=300)
-    parser.add_argument("--max-reply-chars", type=int, default=700)
-    parser.add_argument("--max-new-tokens", type=int, default=128,
-                        help="longest sampled reply; long enough that most samples end by themselves")
+    parser.add_argument("--max-reply-chars", type=int, default=500)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest sampled reply")
     parser.add_argument("--max-seq-length", type=int, default=384)
-    parser.add_argument("--batch-size", type=int, default=4, help="rows (SFT) or pairs (DPO) per micro-batch")
+    parser.add_argument("--batch-size", type=int, default=4, help="rows (SFT) or pairs (DPO, ORPO) per micro-batch")
     parser.add_argument("--grad-accum", type=int, default=2)
-    parser.add_argument("--epochs", type=float, default=1.0, help="SFT epochs")
-    parser.add_argument("--dpo-epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=3.0, help="SFT epochs")
     parser.add_argument("--sft-lr", type=float, default=2e-4)
-    parser.add_argument("--dpo-lr", type=float, default=2e-4)
-    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-epochs", type=float, default=2.0)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
+    parser.add_argument("--dpo-beta", type=float, default=0.02,
+                        help="low: the loss saturates late, so the margin can move by tens of nats")
+    parser.add_argument("--orpo-epochs", type=float, default=2.0)
+    parser.add_argument("--orpo-lr", type=float, default=5e-4)
+    parser.add_argument("--orpo-beta", type=float, default=0.5, help="ORPO's odds-ratio weight (lambda)")
+    parser.add_argument("--methods", nargs="+", default=["dpo", "orpo"], choices=["dpo", "orpo"],
+                        help="preference methods trained from each SFT adapter")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     setup_logging(False)
@@ -199,51 +210,75 @@ def main() -> None:
         raise SystemExit(f"error: mining recall: {truth['regenerations']} regenerations in the export, {found} found, "
                          f"{accounted} paired or dropped")
 
-    train_settings = {**data_settings, **{k: getattr(args, k) for k in (
-        "max_seq_length", "batch_size", "grad_accum", "epochs", "dpo_epochs", "sft_lr", "dpo_lr", "dpo_beta")}}
+    sft_settings = {**data_settings, **{k: getattr(args, k) for k in (
+        "max_seq_length", "batch_size", "grad_accum", "epochs", "sft_lr")}}
+    method_settings = {m: {**sft_settings, **{k: getattr(args, f"{m}_{k}") for k in ("epochs", "lr", "beta")}}
+                       for m in args.methods}
     runs = {}
     for seed in range(args.seeds):
-        runs[f"sft-{seed}"] = stage(args.out, f"sft-{seed}", {**train_settings, "seed": seed},
+        runs[f"sft-{seed}"] = stage(args.out, f"sft-{seed}", {**sft_settings, "seed": seed},
                                     lambda: train(args, "sft", seed, learning_rate=args.sft_lr))
-        runs[f"dpo-{seed}"] = stage(args.out, f"dpo-{seed}", {**train_settings, "seed": seed},
-                                    lambda: train(args, "dpo", seed, learning_rate=args.dpo_lr,
-                                                  num_train_epochs=args.dpo_epochs,
-                                                  dpo_beta=args.dpo_beta,
-                                                  init_adapter=str(args.out / "runs" / f"sft-{seed}")))
-    report = stage(args.out, "evaluate", {**train_settings, "seeds": args.seeds},
+        for m in args.methods:
+            runs[f"{m}-{seed}"] = stage(
+                args.out, f"{m}-{seed}", {**method_settings[m], "seed": seed},
+                lambda: train(args, m, seed, learning_rate=getattr(args, f"{m}_lr"),
+                              num_train_epochs=getattr(args, f"{m}_epochs"), dpo_beta=getattr(args, f"{m}_beta"),
+                              init_adapter=str(args.out / "runs" / f"sft-{seed}")))
+    report = stage(args.out, "evaluate", {"methods": method_settings, "sft": sft_settings, "seeds": args.seeds},
                    lambda: evaluate(args, [str(args.out / "runs" / name) for name in runs]))
 
-    accuracy = {kind: spread([report["preferences"][f"{kind}-{s}"]["accuracy"] for s in range(args.seeds)])
-                for kind in ("sft", "dpo")}
-    ratios = [report["perplexity"][f"dpo-{s}"] / report["perplexity"][f"sft-{s}"] for s in range(args.seeds)]
-    gain = accuracy["dpo"]["mean"] - accuracy["sft"]["mean"]
-    seed_spread = max(accuracy[k]["max"] - accuracy[k]["min"] for k in accuracy)
-    result = {"settings": train_settings, "mining": {"regenerations": truth["regenerations"], **mined},
-              "splits": formatted["splits"], "preference_test_pairs": report["preference_pairs"],
-              "sft_test_pairs": report["test_pairs"], "base": report["preferences"]["base"],
-              "base_perplexity": report["perplexity"]["base"], "accuracy": accuracy,
-              "margin": {k: spread([report["preferences"][f"{k}-{s}"]["mean_margin"] for s in range(args.seeds)])
-                         for k in ("sft", "dpo")},
-              "perplexity": {k: spread([report["perplexity"][f"{k}-{s}"] for s in range(args.seeds)])
-                             for k in ("sft", "dpo")},
-              "dpo_over_sft_perplexity": ratios, "accuracy_gain": gain, "seed_spread": seed_spread,
-              "gain_beats_spread": gain > seed_spread, "perplexity_within_5pct": all(r <= 1.05 for r in ratios),
-              "steps": {name: r["steps"] for name, r in runs.items()},
+    kinds = ("sft", *args.methods)
+    prefs = report["preferences"]
+
+    def across_seeds(kind: str, key: str) -> dict:
+        return spread([prefs[f"{kind}-{s}"][key] for s in range(args.seeds)])
+
+    figures = {kind: {key: across_seeds(kind, key) for key in ("accuracy", "mean_margin", "per_token_accuracy",
+                                                                "per_token_margin")} for kind in kinds}
+    for kind in kinds:
+        figures[kind]["perplexity"] = spread([report["perplexity"][f"{kind}-{s}"] for s in range(args.seeds)])
+    verdicts = {}
+    for m in args.methods:
+        ratios = [report["perplexity"][f"{m}-{s}"] / report["perplexity"][f"sft-{s}"] for s in range(args.seeds)]
+        verdict = {"perplexity_over_sft": ratios, "perplexity_within_5pct": all(r <= 1.05 for r in ratios)}
+        for key in ("accuracy", "per_token_accuracy"):
+            gain = figures[m][key]["mean"] - figures["sft"][key]["mean"]
+            seed_spread = max(figures[k][key]["max"] - figures[k][key]["min"] for k in ("sft", m))
+            verdict[key] = {"gain": gain, "seed_spread": seed_spread, "gain_beats_spread": gain > seed_spread}
+        verdicts[m] = verdict
+    result = {"settings": {"sft": sft_settings, **method_settings}, "seeds": args.seeds,
+              "mining": {"regenerations": truth["regenerations"], **mined}, "splits": formatted["splits"],
+              "preference_test_pairs": report["preference_pairs"], "sft_test_pairs": report["test_pairs"],
+              "base": {**prefs["base"], "perplexity": report["perplexity"]["base"]}, "figures": figures,
+              "verdicts": verdicts, "steps": {name: r["steps"] for name, r in runs.items()},
               "seconds_per_step": {name: r["seconds_per_step"] for name, r in runs.items()},
+              "validation_curves": {name: r["eval_curves"] for name, r in runs.items() if not name.startswith("sft")},
+              "stage_seconds": {name: json.loads((args.out / f"{name}.json").read_text(encoding="utf-8"))["seconds"]
+                                for name in [*runs, "evaluate"]},
               "wall_seconds": round(time.perf_counter() - started, 1)}
     atomic.write_json(args.out / "results.json", result)
+
     print(f"Mining: {truth['regenerations']} regenerations -> {sum(mined['mined'].values())} pairs, dropped "
-          f"{mined['dropped'] or 'none'}; preference test pairs {report['preference_pairs']}, "
-          f"SFT test pairs {report['test_pairs']}")
-    print(f"{'model':<6} {'pref. accuracy (mean, min-max)':>32} {'mean margin':>12} {'test perplexity':>16}")
-    base = report["preferences"]["base"]
-    print(f"{'base':<6} {base['accuracy']:>32.1%} {base['mean_margin']:>12.2f} {report['perplexity']['base']:>16.2f}")
-    for kind in ("sft", "dpo"):
-        a = accuracy[kind]
-        print(f"{kind:<6} {a['mean']:>20.1%} ({a['min']:.1%}-{a['max']:.1%}) "
-              f"{result['margin'][kind]['mean']:>12.2f} {result['perplexity'][kind]['mean']:>16.2f}")
-    print(f"DPO - SFT accuracy: {gain:+.1%} (seed spread {seed_spread:.1%}); DPO / SFT test perplexity "
-          + ", ".join(f"{r:.3f}" for r in ratios) + f"; {result['wall_seconds']:.0f} s")
+          f"{mined['dropped'] or 'none'}; preference test pairs {report['preference_pairs']} (reply tokens: chosen "
+          f"{prefs['base']['reply_tokens']['chosen']:.0f}, rejected {prefs['base']['reply_tokens']['rejected']:.0f} "
+          f"on average), SFT test pairs {report['test_pairs']}")
+    print(f"{'model':<6} {'accuracy: mean (min-max)':>26} {'margin, nats':>13} {'per-token accuracy':>26} "
+          f"{'per-token margin':>17} {'test perplexity':>16}")
+    base = prefs["base"]
+    print(f"{'base':<6} {base['accuracy']:>26.1%} {base['mean_margin']:>13.2f} {base['per_token_accuracy']:>26.1%} "
+          f"{base['per_token_margin']:>17.4f} {report['perplexity']['base']:>16.3f}")
+    for kind in kinds:
+        f = figures[kind]
+        a, t = f["accuracy"], f["per_token_accuracy"]
+        print(f"{kind:<6} {a['mean']:>12.1%} ({a['min']:.1%}-{a['max']:.1%}) {f['mean_margin']['mean']:>13.2f} "
+              f"{t['mean']:>12.1%} ({t['min']:.1%}-{t['max']:.1%}) {f['per_token_margin']['mean']:>17.4f} "
+              f"{f['perplexity']['mean']:>16.3f}")
+    for m, v in verdicts.items():
+        a, t = v["accuracy"], v["per_token_accuracy"]
+        print(f"{m.upper()} - SFT accuracy {a['gain']:+.1%} (seed spread {a['seed_spread']:.1%}), per token "
+              f"{t['gain']:+.1%} (spread {t['seed_spread']:.1%}); test perplexity / SFT "
+              + ", ".join(f"{r:.3f}" for r in v["perplexity_over_sft"]))
+    print(f"{result['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":
