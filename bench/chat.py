@@ -439,14 +439,16 @@ def bench_speech() -> None:
 
 
 def bench_turns(memory_dir: str, conversations: int, max_new_tokens: int) -> None:
-    """Prefill tokens and time to first token per turn position of a conversation, both engines."""
+    """Prefill tokens and time to first token per turn position of a conversation, each engine."""
     from rhizome.chat.engine_ct2 import CT2ChatModel
+    from rhizome.chat.engine_ort import ORTChatModel
     from rhizome.chat.llm import ChatModel
     from rhizome.chat.session import ChatSession
 
     base = ChatConfig().base_model
     config = ChatConfig(memory_dir=memory_dir, remember=False, temperature=0.0, max_new_tokens=max_new_tokens)
-    engines = {"PyTorch fp32": ChatModel.load(base, None, device="cpu"), "CTranslate2 int8": CT2ChatModel.load(base)}
+    engines = {"PyTorch fp32": ChatModel.load(base, None, device="cpu"), "CTranslate2 int8": CT2ChatModel.load(base),
+               "ONNX Runtime int4": ORTChatModel.load(base)}
     chats = [CONVERSATIONS[i % len(CONVERSATIONS)] for i in range(conversations)]
     rows = {name: [[] for _ in chats[0]] for name in engines}  # per engine, per turn: (ttft, prompt, reused)
     for name, model in engines.items():
