@@ -14,10 +14,12 @@ chain in fp32 and rounds once), which moves the loss by far less than bf16 itsel
 Cost: compilation is paid once per process, in setup (``compile_decoder_layers`` runs a forward and backward on a
 small batch of the run's kind of rows, packed or not, so that a failure shows there and not mid-run). Inductor's
 FX graph cache keeps the generated code on disk (``compile_cache_dir()``), so a resume or a second run of the same
-model skips code generation and the C++ compiler. ``--compile auto`` trains eagerly for now: side by side
-(bench/train.py, SmolLM2-135M bf16, 4 x 512) the compiled step was not faster (68 vs 72 tok/s), so there is no
-measured gain to repay a compilation of 1-8 minutes; ``--compile on`` compiles. If compilation fails (no C++
-compiler, an unsupported Python or platform), a warning says why and the run trains eagerly.
+model skips code generation and the C++ compiler. ``--compile auto`` trains eagerly: on this AVX512-BF16 CPU
+(no AMX) the compiled step is slower, 8.62 s vs 8.12 s eager (0.94x; CPU time 0.95x), SmolLM2-135M bf16, 4 x 512,
+3 interleaved steps in one process at a load average of 2.1 (``bench/train.py --ablate --variants 3 4``), with the
+layers whole graphs (no graph breaks; only the expected recompilations). There is no gain to repay a compilation;
+``--compile on`` compiles. If compilation fails (no C++ compiler, an unsupported Python or platform), a warning
+says why and the run trains eagerly.
 """
 
 from __future__ import annotations
@@ -47,8 +49,7 @@ def compile_wanted(setting: str) -> tuple[bool, str]:
         return True, "on"
     if setting == "off":
         return False, "off"
-    # Measured side by side (bench/train.py, load average 3-4): 68 tok/s compiled vs 72 eager, not faster; so auto
-    # stays eager until a run on a quiet machine shows a gain.
+    # Measured slower, not faster, on a whole step (0.94x, see the docstring): nothing for a compilation to repay.
     return False, "auto: not measured faster than eager here (--compile on to use it)"
 
 
