@@ -166,23 +166,32 @@ def _counting(collator, counts: list[int], key_real):
     return collate
 
 
-def _hf(name: str, args) -> list[tuple[float, int]]:
+def hf_model(name: str, path: str):
+    """(model, LoRA config for the anchor to apply) for anchor ``name``. The -qlora anchors get the very 4-bit NF4
+    base and adapters ours-qlora trains (rhizome's loader; fp32 compute, bf16 by the Trainer's autocast) and no
+    config; the others fp32 weights and PEFT's LoRA r=16 on the same projections as ours."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
 
     from rhizome.train.model import LoraSetup, apply_lora, load_base_model, lora_target_modules
+
+    torch.manual_seed(0)
+    if name.endswith("-qlora"):
+        return apply_lora(load_base_model("bench", path, "nf4", "cpu", torch.float32), LoraSetup(), "nf4"), None
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=lora_target_modules(model),
+                             task_type="CAUSAL_LM")
+
+
+def _hf(name: str, args) -> list[tuple[float, int]]:
+    from peft import get_peft_model
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     path = args.model
     tokenizer = AutoTokenizer.from_pretrained(path)
     dataset = _hf_dataset(args, tokenizer)
-    torch.manual_seed(0)
-    if name.endswith("-qlora"):  # the very base and adapters ours-qlora trains (fp32 compute; bf16 by autocast)
-        model = apply_lora(load_base_model("bench", path, "nf4", "cpu", torch.float32), LoraSetup(), "nf4")
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=lora_target_modules(model),
-                      task_type="CAUSAL_LM")
+    model, lora = hf_model(name, path)
     timer, counts = _StepTimer(), []
     common = {"output_dir": str(Path(args.tmp) / name), "per_device_train_batch_size": args.batch_size,
               "gradient_accumulation_steps": 1, "max_steps": args.steps + 1, "learning_rate": 1e-4,
@@ -201,9 +210,8 @@ def _hf(name: str, args) -> list[tuple[float, int]]:
         grouped = {"train_sampling_strategy": "group_by_length"} if name.startswith("trainer-grouped") else {}
         config = TrainingArguments(**common, remove_unused_columns=False, **grouped)
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        peft_model = model if name.endswith("-qlora") else get_peft_model(model, lora)
-        trainer = Trainer(model=peft_model, args=config, callbacks=[timer.callback],
-                          train_dataset=dataset.remove_columns(["assistant_masks"]),
+        trainer = Trainer(model=get_peft_model(model, lora) if lora else model, args=config,
+                          callbacks=[timer.callback], train_dataset=dataset.remove_columns(["assistant_masks"]),
                           data_collator=_counting(collator, counts, lambda b: int(b["attention_mask"].sum())))
     trainer.train()
     return list(zip(timer.seconds, counts, timer.cpu)), {}
@@ -520,7 +528,7 @@ def main() -> None:
     parser.add_argument("--variants", type=int, nargs="*", default=[],
                         help="with --ablate: only these variants, by their 0-based place in the table (default all)")
     parser.add_argument("--openmp", action="store_true",
-                        help="ours-bf16 under each thread count / OpenMP setting (OPENMP), one process each, alternating")
+                        help="ours-bf16 under each thread count and OpenMP setting, a process each, alternating")
     parser.add_argument("--rounds", type=int, default=2, help="with --openmp: processes per setting")
     parser.add_argument("--loss-check", action="store_true",
                         help="train --steps steps on data_finetune/ in fp32 and bf16 side by side; "
