@@ -60,8 +60,8 @@ class ChatConfig:
                                         "larger one is refused with a message on the page")
     engine: str = option("auto", "what runs the model: ct2 = CTranslate2 int8 (fast on a CPU; converted once per "
                                  "adapter), ort = ONNX Runtime GenAI int4 (CPU; converted once per adapter), torch = "
-                                 "PyTorch (any model, GPUs, 4-bit); auto = ct2 on a CPU when it can convert the "
-                                 "model, else torch", choices=["auto", "ct2", "ort", "torch"])
+                                 "PyTorch (any model, GPUs, 4-bit); auto = on a CPU the first of ort, ct2 that runs "
+                                 "the model, else torch", choices=["auto", "ct2", "ort", "torch"])
     force_cpu: bool = option(False, "run the model on the CPU even when a GPU is available")
     verbose: bool = option(False, "debug logging")
 

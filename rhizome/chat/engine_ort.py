@@ -55,6 +55,10 @@ VARIANTS = {
     "fp32": ("fp32", {}),
 }
 DEFAULT_VARIANT = "int4"
+# Most tokens a conversation holds (prompt and reply). The runtime allocates the keys and values for all of them up
+# front (fp32; SmolLM2-135M: 46 KB a token, 190 MB at 4096, 380 MB at its full 8192); the chat's history is fitted
+# to this as to a model of that context length.
+MAX_CONTEXT = 4096
 
 
 class ORTUnsupportedError(RuntimeError):
@@ -141,8 +145,12 @@ class ORTChatModel(ChatEngine):
             raise ModelNotFoundError(
                 f"cannot load chat model '{base_model}': {exc}\nPass --base-model with a local Hugging Face "
                 "folder, a .gguf file or a model id already in your Hugging Face cache.") from exc
+        head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        if head_size % 16:  # known before converting: the runtime's attention kernel (GroupQueryAttention) refuses it
+            raise ORTUnsupportedError(f"ONNX Runtime GenAI's attention needs a head size that is a multiple of 16; "
+                                      f"{base_model} has {head_size}")
         folder = converted_model(base_model, adapter, variant)
-        context_length = int(config.max_position_embeddings or 2048)
+        context_length = min(int(config.max_position_embeddings or 2048), MAX_CONTEXT)
         settings = og.Config(str(folder))
         # Workers that sleep between operators, one per physical core: spinning ones hold a core that the speech
         # models (Kokoro, Whisper) need while a reply is decoded (bench/chat.py --only threads).

@@ -339,9 +339,9 @@ def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "
                     force_cpu: bool = False) -> tuple[ChatEngine, str]:
     """(the chat model on the requested engine, a sentence for the screen saying which engine and why).
 
-    ``auto`` takes CTranslate2 int8 on a CPU (bench/chat.py: several times PyTorch's decode speed there) and
-    PyTorch on a GPU, where it runs fp16/bf16 and 4-bit NF4 with the adapter unmerged as in QLoRA; a model
-    CTranslate2 cannot convert falls back to PyTorch, and the sentence says why."""
+    ``auto`` on a CPU takes the fastest decoder that runs the model (bench/chat.py): ONNX Runtime GenAI int4, else
+    CTranslate2 int8, else PyTorch, the sentence saying why each one before was passed over; on a GPU PyTorch,
+    where it runs fp16/bf16 and 4-bit NF4 with the adapter unmerged as in QLoRA."""
     if engine not in ENGINES:
         raise ValueError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
     device = detect_device(force_cpu).torch_device
@@ -371,11 +371,20 @@ def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "
         model = ChatModel.load(base_model, adapter, device=device)
         return model, (f"Engine: {model.engine} (auto: on {device.upper()} PyTorch runs half precision and 4-bit "
                        "QLoRA adapters as trained).")
+    from rhizome.chat.engine_ort import ORTChatModel, ORTUnsupportedError
+
+    try:
+        model = ORTChatModel.load(base_model, adapter)
+        return model, (f"Engine: {model.engine} (auto: on a CPU ONNX Runtime GenAI's 4-bit weights decode fastest, "
+                       "about 3x CTranslate2 int8; --engine ct2 for a shorter first token, --engine torch for fp32).")
+    except ORTUnsupportedError as exc:
+        log.warning("ONNX Runtime GenAI engine unavailable, trying CTranslate2: %s", exc)
+        passed_over = f"{exc}; "
     try:
         model = CT2ChatModel.load(base_model, adapter)
     except CT2UnsupportedError as exc:
         log.warning("CTranslate2 engine unavailable, using PyTorch: %s", exc)
         model = ChatModel.load(base_model, adapter, device=device)
-        return model, f"Engine: {model.engine} (auto: {exc}; --engine torch is the fallback)."
-    return model, (f"Engine: {model.engine} (auto: on a CPU CTranslate2's int8 decoding is the fastest engine here; "
-                   "--engine torch for PyTorch).")
+        return model, f"Engine: {model.engine} (auto: {passed_over}{exc}; --engine torch is the fallback)."
+    return model, (f"Engine: {model.engine} (auto: {passed_over}CTranslate2's int8 decoding is the next fastest "
+                   "engine here; --engine torch for PyTorch).")

@@ -5,6 +5,7 @@ prefix of the last turn reused with the replies of a full prefill, and a clear r
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,14 +231,24 @@ def test_the_next_turn_prefills_only_what_follows_the_last_and_replies_the_same(
     assert edited_reply == "".join(model.stream(edited, **greedy))
 
 
-def test_engine_ort_is_chosen_by_name_and_says_so(model_dir, models_dir):
+def test_engine_ort_is_chosen_by_name_and_by_auto_on_a_cpu_and_says_why(model_dir, models_dir):
     model, why = load_chat_model(model_dir, None, engine="ort", force_cpu=True)
     assert isinstance(model, ORTChatModel) and "ort int4" in why and "--engine ort" in why
+    model, why = load_chat_model(model_dir, None, engine="auto", force_cpu=True)
+    assert isinstance(model, ORTChatModel) and "ort int4" in why and "auto" in why and "decode fastest" in why
+
+
+def test_auto_passes_a_model_ort_cannot_run_to_ctranslate2_and_says_why(tiny_chat_model_dir, models_dir):
+    from rhizome.chat.engine_ct2 import CT2ChatModel
+
+    model, why = load_chat_model(tiny_chat_model_dir, None, engine="auto", force_cpu=True)
+    assert isinstance(model, CT2ChatModel) and "head size" in why and "ct2 int8" in why
 
 
 def test_a_model_ort_cannot_run_is_refused_at_load_with_a_clear_error(tiny_chat_model_dir, models_dir):
-    """The shared tiny model has head size 8: the builder converts it, the runtime's attention refuses it."""
-    with pytest.raises(ORTUnsupportedError, match="head_size"):
+    """The shared tiny model has head size 8, which the runtime's attention refuses: known before converting."""
+    with pytest.raises(ORTUnsupportedError, match="head size"):
         ORTChatModel.load(tiny_chat_model_dir, None)
+    assert not list(models_dir.glob(f"ort/{Path(tiny_chat_model_dir).name}-*"))
     with pytest.raises(ModelNotFoundError, match="--engine"):
         load_chat_model(tiny_chat_model_dir, None, engine="ort", force_cpu=True)
