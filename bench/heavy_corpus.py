@@ -20,8 +20,9 @@ ChatGPT conversation, custom instructions (20%), a regenerated answer left on an
 ``current_node`` (5%); on the Claude side thinking blocks (20%), tool_use / tool_result blocks (10%)
 and an edited question whose first version stays on an abandoned branch (10%). A user turn carries a
 long code paste (150-400 lines) in 8% of conversations. Every text that must NOT reach an output
-(hidden, system, tool, reasoning, off-branch) contains :data:`MARKER`, so a test or the bench can
-grep every output for it.
+(hidden, system, tool, reasoning) contains :data:`MARKER`, so a test or the bench can grep every output
+for it; text on an abandoned branch (a regenerated answer, an edited question and its reply) contains
+:data:`BRANCH_MARKER` instead: it must reach no output but the preference pairs, whose alternatives it is.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from samples.make_conversations import (  # noqa: E402
 )
 
 MARKER = "zqxhiddenmarker"
+BRANCH_MARKER = "zqxbranchmarker"
 MESSAGES_PER_SCALE = 10_000
 PDFS_PER_SCALE = 3
 TRUTH_FILE = "truth.json"
+TRUTH_VERSION = 2  # 2: abandoned branches carry BRANCH_MARKER
 START = 1_672_531_200.0  # 2023-01-01, spread over two years
 
 
@@ -64,8 +67,8 @@ def code_paste(rng: random.Random, lines: int) -> str:
     return "```python\n" + "\n".join(body[:lines]) + "\n```"
 
 
-def _hidden(kind: str, key: str) -> str:
-    return f"{kind} {MARKER} {key}: this text must not reach any output."
+def _hidden(kind: str, key: str, marker: str = MARKER) -> str:
+    return f"{kind} {marker} {key}: this text must not reach any output."
 
 
 def chatgpt_record(key: str, title: str, start: float, turns: list[str], rng: random.Random, counts: dict) -> dict:
@@ -85,7 +88,7 @@ def chatgpt_record(key: str, title: str, start: float, turns: list[str], rng: ra
             tree.append((node(key, f"t{i}", "user", text_content(text)), parent))
             continue
         if i == regenerate_at:
-            tree.append((node(key, f"t{i}-first", "assistant", text_content(_hidden("regenerated", key)),
+            tree.append((node(key, f"t{i}-first", "assistant", text_content(_hidden("regenerated", key, BRANCH_MARKER)),
                               model=model), parent))
             counts["regenerated"] += 1
         if i == tool_at:
@@ -120,10 +123,10 @@ def claude_record(key: str, title: str, start: float, turns: list[str], rng: ran
         sender = "human" if i % 2 == 0 else "assistant"
         created = start + 63.0 * i
         if i == edit_at:  # the first version of the question and its answer, then the edit from the same parent
-            messages.append(claude_message(key, f"m{i}-old", "human", created - 30, [said(_hidden("edited", key))],
+            messages.append(claude_message(key, f"m{i}-old", "human", created - 30, [said(_hidden("edited", key, BRANCH_MARKER))],
                                            parent=parent))
             messages.append(claude_message(key, f"m{i}-old-reply", "assistant", created - 20,
-                                           [said(_hidden("abandoned reply", key))], parent=f"m{i}-old"))
+                                           [said(_hidden("abandoned reply", key, BRANCH_MARKER))], parent=f"m{i}-old"))
             counts["edited"] += 1
         blocks = [said(text)]
         if sender == "assistant" and thinking:
@@ -196,7 +199,8 @@ def generate(out_dir: str | Path, scale: float = 1.0, seed: int = 0) -> dict:
         write_pdf(out / "PDFs" / f"report_{n:03d}.pdf", _pdf_pages(rng, replies, rng.randint(4, 12)),
                   title=f"Report {n}", author="Heavy User", header="Heavy corpus", footer="page {page}", font=None)
     truth = {
-        "format": "rhizome.heavy_corpus_truth", "version": 1, "scale": scale, "seed": seed, "marker": MARKER,
+        "format": "rhizome.heavy_corpus_truth", "version": TRUTH_VERSION, "scale": scale, "seed": seed, "marker": MARKER,
+        "branch_marker": BRANCH_MARKER,
         "conversations": len(chatgpt) + len(claude), "chatgpt_conversations": len(chatgpt),
         "claude_conversations": len(claude), "visible_messages": messages, "pdfs": pdfs,
         "features": counts,

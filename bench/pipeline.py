@@ -16,7 +16,8 @@ its steps (from the same StepLog records the console table shows). Then per stag
 exponent between the two scales, log(t2 / t1) / log(scale2 / scale1): 1 is linear.
 
 Checks on every run: every generated conversation is imported (against the generator's truth.json)
-and no hidden / system / tool / reasoning / off-branch text (the generator's marker) is in any output.
+and no hidden / system / tool / reasoning text (the generator's marker) is in any output, nor text of an
+abandoned branch (its branch marker) in any output but the preference pairs.
 ``--compare-workers A B`` times stage 4 alone on a scale's formatted data, alternating the two --workers
 settings, and prints the median and spread of each.
 
@@ -132,18 +133,27 @@ def compare_workers(folder: Path, settings: list[int], rounds: int) -> None:
     print(f"  --workers {settings[1]} is {first / second:.2f}x --workers {settings[0]}")
 
 
-def leaked(folder: Path, marker: str) -> list[str]:
-    """Output files that contain the generator's marker."""
+def leaked(folder: Path, truth: dict) -> list[str]:
+    """Output files that contain the generator's hidden-text marker, or its abandoned-branch marker outside the
+    preference pairs (whose rejected alternatives come from abandoned branches on purpose)."""
     outputs = [folder / "pdf_texts.json", *(folder / "memory").iterdir(), *(folder / "data_finetune").iterdir()]
-    return [str(p) for p in outputs if p.is_file() and marker.encode() in p.read_bytes()]
+    found = []
+    for path in (p for p in outputs if p.is_file()):
+        content = path.read_bytes()
+        if truth["marker"].encode() in content or (
+                truth["branch_marker"].encode() in content and not path.name.startswith("dataset_preferences_")):
+            found.append(str(path))
+    return found
 
 
 def bench_scale(scale: float, work: Path, seed: int) -> dict:
-    from bench.heavy_corpus import TRUTH_FILE, generate
+    from bench.heavy_corpus import TRUTH_FILE, TRUTH_VERSION, generate
 
     folder = work / f"scale-{scale:g}"
     truth_path = folder / TRUTH_FILE
-    truth = json.loads(truth_path.read_text()) if truth_path.exists() else generate(folder, scale, seed)
+    truth = json.loads(truth_path.read_text()) if truth_path.exists() else None
+    if not truth or truth.get("version") != TRUTH_VERSION or truth.get("seed") != seed:
+        truth = generate(folder, scale, seed)
     for stale in ("pdf_texts.json", "memory", "data_finetune", "cache", "semantic.pkl", "tokenized_cache"):
         subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
     results = {}
@@ -155,7 +165,7 @@ def bench_scale(scale: float, work: Path, seed: int) -> dict:
         if results[stage]["conversations"] != truth["conversations"]:
             raise SystemExit(f"error: {stage} imported {results[stage]['conversations']} conversations at scale "
                              f"{scale}, the generator wrote {truth['conversations']}")
-    found = leaked(folder, truth["marker"])
+    found = leaked(folder, truth)
     if found:
         raise SystemExit(f"error: hidden text reached {', '.join(found)}")
     return {"truth": {k: v for k, v in truth.items() if k != "ids"}, "stages": results}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench.heavy_corpus import MARKER, TRUTH_FILE, generate
+from bench.heavy_corpus import BRANCH_MARKER, MARKER, TRUTH_FILE, generate
 from rhizome.ingest import IngestReport, iter_conversations
 
 
@@ -27,8 +27,9 @@ def test_every_generated_conversation_is_imported_with_its_visible_turns_only(co
     assert all(c.messages[0].role == "user" and c.messages[-1].role == "assistant" for c in conversations)
     # the corpus exercises every kind of text that must stay out, and none of it comes through
     assert all(n > 0 for kind, n in truth["features"].items() if kind != "reused"), truth["features"]
-    assert not [m.text for c in conversations for m in c.messages if MARKER in m.text]
-    assert not [c.title for c in conversations if c.title and MARKER in c.title]
+    for marker in (MARKER, BRANCH_MARKER):
+        assert not [m.text for c in conversations for m in c.messages if marker in m.text]
+        assert not [c.title for c in conversations if c.title and marker in c.title]
     assert report.filtered  # the importer saw and counted what it left out
 
 
