@@ -35,14 +35,15 @@ SEARCHING = "_Searching memory…_"
 SOURCES_HEADER = "**Memories used for this reply**\n\n"
 MAX_TOKENS_LIMIT = 2048
 # Spoken replies: the voice starts on the reply's first few words (FIRST_PIECE_WORDS, cut at a natural break), since
-# Kokoro's time grows with the text and the user hears nothing until that piece is synthesised; the second piece runs
-# to a clause end (MIN_CLAUSE_CHARS or more) and later pieces are whole sentences (MIN_SPOKEN_CHARS or more), which the
+# Kokoro's time grows with the text and the user hears nothing until that piece is synthesised; the second piece is
+# cut the same way (SECOND_PIECE_WORDS), and later pieces are whole sentences (MIN_SPOKEN_CHARS or more), which the
 # voice reads more naturally and which are synthesised while the earlier pieces play.
 FIRST_PIECE_WORDS = (4, 8)  # the first natural break from the 4th word on, else after the 8th word
-MIN_CLAUSE_CHARS = 20
+# The second piece is synthesised while the first plays (2-3 s): at most 12 words (~1.5 s of Kokoro's time on 2 cores
+# beside the decoder) keeps the voice from falling silent between them.
+SECOND_PIECE_WORDS = (4, 12)
 MIN_SPOKEN_CHARS = 60
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
-CLAUSE_END = re.compile(r"[,;:.!?](?=\s)|\n")
 # A word the next piece may start with: the voice reads "...the brood, | and close the hive" naturally.
 CONJUNCTIONS = frozenset("and but or nor so because then which while when where if though although unless until "
                          "that".split())
@@ -54,8 +55,10 @@ PIECE_PAUSE_S = {".": SENTENCE_PAUSE_S, "!": SENTENCE_PAUSE_S, "?": SENTENCE_PAU
                  ",": SENTENCE_PAUSE_S / 2, ";": SENTENCE_PAUSE_S / 2, ":": SENTENCE_PAUSE_S / 2}
 # Gradio streams audio through one ffmpeg AAC encoder, and the segment made from a chunk holds only the frames encoded
 # by the time it was handed over (of the first, ~40 ms); the rest would leave with the next piece, a second or more
-# later. A sample of silence sent this long after a piece hands its audio to the browser meanwhile.
+# later. A sample of silence sent this long after a piece hands its audio to the browser meanwhile; on a busy CPU
+# the encoder may not be done by then, so up to FLUSHES are sent, FLUSH_AFTER_S apart, until the next piece.
 FLUSH_AFTER_S = 0.08
+FLUSHES = 3
 # An absolute (or ~) path in a sentence: not inside a word, a number or a URL ("http://...").
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`()<>\[\]{},;|*]+")
 # Gradio's temporary files (uploads, spoken replies): every hour those older than an hour are deleted, and
@@ -135,26 +138,16 @@ def _outside_code(text: str, end: int) -> bool:
     return text.count("```", 0, end) % 2 == 0
 
 
-def speakable_end(text: str, start: int, ends: re.Pattern = SENTENCE_END) -> int:
-    """Where the last finished sentence (or clause, with ``CLAUSE_END``) after ``start`` ends (``start`` if none),
-    outside code blocks.
+def speakable_end(text: str, start: int) -> int:
+    """Where the last finished sentence after ``start`` ends (``start`` if none), outside code blocks.
 
     A sentence counts as finished once whitespace follows its . ! ? (so the "3." of "3.5" is no end)
     or at a line break; text inside an unclosed ``` block waits until the block closes."""
     end = start
-    for match in ends.finditer(text, start):
+    for match in SENTENCE_END.finditer(text, start):
         if _outside_code(text, match.end()):
             end = match.end()
     return end
-
-
-def clause_end(text: str, start: int) -> int:
-    """Where the first clause of at least MIN_CLAUSE_CHARS characters after ``start`` ends (``start`` while none is
-    complete)."""
-    for match in CLAUSE_END.finditer(text, start):
-        if match.end() - start >= MIN_CLAUSE_CHARS and _outside_code(text, match.end()):
-            return match.end()
-    return start
 
 
 def first_piece_end(text: str, start: int = 0, words: tuple[int, int] = FIRST_PIECE_WORDS) -> int:
@@ -176,6 +169,11 @@ def first_piece_end(text: str, start: int = 0, words: tuple[int, int] = FIRST_PI
     return start
 
 
+def second_piece_end(text: str, start: int) -> int:
+    """Where the reply's second spoken piece ends: as the first, with at most SECOND_PIECE_WORDS[1] words."""
+    return first_piece_end(text, start, SECOND_PIECE_WORDS)
+
+
 def pause_before_next(piece: str) -> float:
     """The silence after ``piece`` when another follows: longer after a sentence's end than after a clause's."""
     last = piece.rstrip(" \t")[-1:]
@@ -190,14 +188,14 @@ def join_chunks(chunks) -> tuple[int, np.ndarray] | None:
 
 class SpokenReply:
     """Speaks a reply in the background while the rest is still being written: its first few words as soon as they
-    are complete (:func:`first_piece_end`), then a clause, then finished sentences, each synthesised while the ones
-    before it play."""
+    are complete (:func:`first_piece_end`), then a few more (:func:`second_piece_end`), then finished sentences, each
+    synthesised while the ones before it play."""
 
-    def __init__(self, tts, voice: str = "", started: float | None = None, first_piece=first_piece_end,
-                 running: threading.Event | None = None):
+    def __init__(self, tts, voice: str = "", started: float | None = None,
+                 rules=(first_piece_end, second_piece_end), running: threading.Event | None = None):
         self.tts = tts
         self.voice = voice or None
-        self.first_piece = first_piece  # (reply, start) -> where the first piece ends
+        self.rules = rules  # (reply, start) -> where the first piece ends, and the second
         # Cleared while the first piece is synthesised: the chat model, sharing the CPU, waits (ChatEngine.stream).
         self.running = running
         self.handed_over = 0  # characters of the reply already given to the voice
@@ -232,10 +230,8 @@ class SpokenReply:
 
     def _next_end(self, reply: str) -> int:
         start = self.handed_over
-        if not self.clips:
-            return self.first_piece(reply, start)
-        if len(self.clips) == 1:
-            return clause_end(reply, start)
+        if len(self.clips) < len(self.rules):
+            return self.rules[len(self.clips)](reply, start)
         end = speakable_end(reply, start)
         return end if end - start >= MIN_SPOKEN_CHARS else start
 
@@ -305,11 +301,12 @@ class ChatPage:
         # Gradio encodes a streamed audio output with the ffmpeg program; without it the spoken reply is one clip,
         # handed over when all of it is synthesised.
         self.stream_audio = shutil.which("ffmpeg") is not None
-        self.first_piece = first_piece_end  # where a spoken reply's first piece ends (bench/chat.py compares rules)
+        # where a spoken reply's first and second pieces end (bench/chat.py compares rules)
+        self.piece_rules = (first_piece_end, second_piece_end)
         # The chat model waits while a spoken reply's first piece is synthesised: on a CPU the two share the cores,
         # and the reply's text is far ahead of its speech anyway (bench/chat.py --only voice measures both ways).
         self.hold_decoder = True
-        self.flush_stream = True  # each streamed piece followed by a sample of silence (FLUSH_AFTER_S)
+        self.flushes = FLUSHES  # samples of silence sent after each streamed piece (FLUSH_AFTER_S)
         self._stops: dict[str, threading.Event] = {}
         self._heard: dict[str, tuple[float, float]] = {}  # per tab: (recording received, speech-to-text seconds)
         self.last_timing: TurnTiming | None = None  # the latest reply's, as its status line shows it
@@ -352,22 +349,23 @@ class ChatPage:
         reply, shown_sources = "", None
         running = threading.Event()
         running.set()
-        voice_out = (SpokenReply(self.tts, voice or self.voice, started, self.first_piece,
+        voice_out = (SpokenReply(self.tts, voice or self.voice, started, self.piece_rules,
                                  running if self.hold_decoder else None)
                      if speak and self.tts is not None else None)
 
-        flush_at: list = []  # (when, sample rate) of the silence due after the last streamed piece
+        flush_at: list = []  # (when, sample rate) of each sample of silence due after the last streamed piece
 
         def sent(audio) -> Any:
             """``audio`` for the page's audio output (or the silence due after the last piece), noting when the
             reply's first sound went out."""
             now = time.perf_counter()
             if audio is None and flush_at and now >= flush_at[0][0]:
-                return flush_at.pop()[1], np.zeros(1, dtype=np.int16)
+                return flush_at.pop(0)[1], np.zeros(1, dtype=np.int16)
             if audio is not None:
                 if timing.first_audio_s is None:
                     timing.first_audio_s = now - started
-                flush_at[:] = [(now + FLUSH_AFTER_S, audio[0])] if self.flush_stream and self.stream_audio else []
+                flushes = self.flushes if self.stream_audio else 0
+                flush_at[:] = [(now + FLUSH_AFTER_S * (k + 1), audio[0]) for k in range(flushes)]
             return audio
 
         try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rhizome.chat.app import (CLAUSE_END, NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, join_chunks,
+from rhizome.chat.app import (NO_SOURCES, ChatPage, SpokenReply, build_app, hide_paths, join_chunks,
                               plain_history, shown_path, speakable_end)
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.llm import ChatModel
@@ -131,13 +131,6 @@ def test_spoken_pieces_end_after_finished_sentences_outside_code():
     code = "Run this:\n```\nx = 1. y = 2\n"
     assert code[:speakable_end(code, 0)] == "Run this:\n"
     assert speakable_end(code + "```\nDone. ", 0) == len(code + "```\nDone.")
-
-
-def test_the_first_spoken_piece_ends_at_a_clause_later_ones_at_sentences():
-    text = "In spring, check for eggs; then close the hive. Later"
-    assert text[:speakable_end(text, 0, CLAUSE_END)] == "In spring, check for eggs; then close the hive."
-    assert text[:speakable_end(text[:30], 0, CLAUSE_END)] == "In spring, check for eggs;"
-    assert speakable_end("Version 3.5 is out", 0, CLAUSE_END) == 0
 
 
 class RecordingVoice:

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from rhizome.chat.app import COMPLETE_WORD, FIRST_PIECE_WORDS, ChatPage, SpokenReply, first_piece_end, join_chunks
+from rhizome.chat.app import (COMPLETE_WORD, FIRST_PIECE_WORDS, FLUSH_AFTER_S, FLUSHES, SECOND_PIECE_WORDS, ChatPage,
+                              SpokenReply, first_piece_end, join_chunks, second_piece_end)
 from rhizome.chat.config import ChatConfig
 from rhizome.chat.llm import ChatModel
 from rhizome.chat.retrieval import ChatMemory
@@ -60,6 +61,13 @@ def test_the_first_piece_waits_for_complete_words_and_never_ends_inside_code():
     assert first_piece("Too short.") == "" and first_piece("") == ""
 
 
+def test_the_second_piece_is_cut_the_same_way_with_at_most_12_words():
+    rest = " done on a warm day when the bees fly and the brood can take the cold for a few minutes. "
+    assert rest[:second_piece_end(rest, 0)] == " done on a warm day"  # before "when"
+    rest = " look at how much honey is left in every frame of the top box today. "
+    assert rest[:second_piece_end(rest, 0)] == " look at how much honey is left in every frame of the"
+
+
 def test_a_later_start_finds_the_first_piece_after_it():
     text = "Already spoken. The first spring inspection should be short and calm."
     start = len("Already spoken.")
@@ -101,9 +109,8 @@ def test_a_streamed_reply_is_spoken_whole_once_in_order_in_pieces_of_whole_words
     words = {match.end() for match in re.finditer(r"\S+", reply)} | {len(reply)}
     cuts = np.cumsum([len(piece) for piece in voice.said])
     assert all(cut in words or reply[cut - 1].isspace() for cut in cuts), "a piece ended inside a word"
-    first = voice.said[0]
-    if len(voice.said) > 1:
-        assert len(COMPLETE_WORD.findall(first + " ")) <= FIRST_PIECE_WORDS[1] or "```" in first
+    for piece, words in zip(voice.said[:-1], (FIRST_PIECE_WORDS, SECOND_PIECE_WORDS)):
+        assert len(COMPLETE_WORD.findall(piece + " ")) <= words[1] or "```" in piece
     assert (samples == 1).sum() == len(reply), "each character's sample played once"
 
 
@@ -142,10 +149,12 @@ def test_the_status_line_shows_voice_to_voice_and_pieces_go_out_before_the_rest_
     sent = [(at, audio) for at, (_, _, audio, _) in updates if isinstance(audio, tuple)]
     pieces = [at for at, (_, samples) in sent if len(samples) > 1]
     assert len(pieces) >= 2 and pieces[0] < voice.done_at[-1]
-    # Each piece is followed, before the next, by one sample of silence that makes Gradio's encoder hand the
-    # piece's audio to the browser (a clip here is synthesised in 0.3 s, much later than FLUSH_AFTER_S).
-    kinds = ["flush" if len(samples) == 1 else "piece" for _, (_, samples) in sent]
-    assert kinds[:2 * len(pieces) - 1] == ["piece", "flush"] * (len(pieces) - 1) + ["piece"]
+    # Each piece is followed, before the next, by samples of silence (FLUSH_AFTER_S apart, at most FLUSHES) that make
+    # Gradio's encoder hand the piece's audio to the browser (a clip here takes 0.3 s to synthesise).
+    kinds = "".join("f" if len(samples) == 1 else "p" for _, (_, samples) in sent)
+    assert re.fullmatch(f"(pf{{1,{FLUSHES}}})+pf{{0,{FLUSHES}}}", kinds), kinds
+    gaps = [b - a for (a, (_, x)), (b, (_, y)) in zip(sent, sent[1:]) if len(x) > 1 and len(y) == 1]
+    assert min(gaps) >= FLUSH_AFTER_S
     assert f"voice to voice {timing.first_audio_s:.2f} s" in status
     assert f"speech to text {timing.speech_to_text_s:.2f} s" in status
     steps = [timing.speech_to_text_s, timing.memories_s, timing.first_token_s, timing.first_piece_s,
