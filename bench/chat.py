@@ -578,11 +578,23 @@ def playback(started: float, segments: list[tuple[float, float]], first_piece_s:
     return whole_at, stalled
 
 
-VOICE_VARIANTS = {  # each differs from the one above it in one change
-    "before (first clause)": dict(first_piece="clause", hold_decoder=False, flush_stream=False),
-    "first 4-8 words": dict(first_piece="words", hold_decoder=False, flush_stream=False),
-    "+ decoder waits": dict(first_piece="words", hold_decoder=True, flush_stream=False),
-    "+ stream flush (default)": dict(first_piece="words", hold_decoder=True, flush_stream=True),
+def first_clause_end(text: str, start: int) -> int:
+    """The page's rule for a spoken reply's first two pieces before they were cut by words: a clause (up to , ; : . ! ?
+    followed by whitespace, or a line break) of 20 characters or more, outside code blocks."""
+    for match in re.finditer(r"[,;:.!?](?=\s)|\n", text[start:]):
+        end = start + match.end()
+        if match.end() >= 20 and text.count("```", 0, end) % 2 == 0:
+            return end
+    return start
+
+
+# Each differs from the one above it in one change (the last: two); bench/chat.py of 2026-11-30 17:46 compared first
+# words, the decoder waiting and one flush each on its own (README, "Voice to voice").
+VOICE_VARIANTS = {
+    "before (first clause)": dict(rules="clause", hold_decoder=False, flushes=0, beam=5),
+    "first 4-8 words, decoder waits, 1 flush": dict(rules="first words", hold_decoder=True, flushes=1, beam=5),
+    "+ 3 flushes": dict(rules="first words", hold_decoder=True, flushes=3, beam=5),
+    "+ 2nd piece <= 12 words, beam 1": dict(rules="words", hold_decoder=True, flushes=3, beam=1),
 }
 
 
@@ -596,7 +608,7 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
     import gradio as gr
     from kokoro_onnx import Kokoro
 
-    from rhizome.chat.app import ChatPage, clause_end, first_piece_end
+    from rhizome.chat.app import ChatPage, first_piece_end, second_piece_end
     from rhizome.chat.session import ChatSession
     from rhizome.chat.stt import load_stt
     from rhizome.chat.tts import kokoro_session, load_tts, shipped_kokoro_model
@@ -613,7 +625,8 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
     spoken = {q: tts.speak(q) for questions in chats for q in questions}
     lengths = [len(samples) / rate for rate, samples in spoken.values()]
     list(page.reply([{"role": "user", "content": "Warm up."}], config.temperature, 8, speak=True))
-    rules = {"clause": clause_end, "words": first_piece_end}
+    rules = {"clause": (first_clause_end, first_clause_end), "first words": (first_piece_end, first_clause_end),
+             "words": (first_piece_end, second_piece_end)}
     rows: dict[str, list[dict]] = {name: [] for name in VOICE_VARIANTS}
     print(f"\nVoice to voice: {session.model.engine}, {tts.name}, {stt.name} (beam {stt.beam_size}); {len(chats)} "
           f"conversations of {len(chats[0])} spoken questions ({min(lengths):.1f}-{max(lengths):.1f} s of speech), "
@@ -623,8 +636,8 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
         names = list(VOICE_VARIANTS)
         for name in names[c % len(names):] + names[:c % len(names)]:
             variant = VOICE_VARIANTS[name]
-            page.first_piece = rules[variant["first_piece"]]
-            page.hold_decoder, page.flush_stream = variant["hold_decoder"], variant["flush_stream"]
+            page.piece_rules, page.hold_decoder = rules[variant["rules"]], variant["hold_decoder"]
+            page.flushes, stt.beam_size = variant["flushes"], variant["beam"]
             history: list[dict] = []
             for turn, question in enumerate(questions):
                 ctranslate2.set_random_seed(100 * c + turn)
@@ -666,7 +679,7 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
     for name, got in rows.items():
         per_turn = [statistics.median(r["browser"] for r in got if r["turn"] == n) for n in range(1, len(chats[0]) + 1)]
         print(f"  {name}: in browser per turn " + ", ".join(f"{s:.2f}" for s in per_turn))
-    default = [r["browser"] for r in rows["+ stream flush (default)"]]
+    default = [r["browser"] for r in rows[list(VOICE_VARIANTS)[-1]]]
     print(f"default, in the browser: median {statistics.median(default):.2f} s (goal <= 1.5 s: "
           f"{'ok' if statistics.median(default) <= 1.5 else 'MISSED'}), max {max(default):.2f} s; load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
@@ -705,7 +718,7 @@ def bench_voice(memory_dir: str, conversations: int, max_new_tokens: int) -> Non
             heard = stt.transcribe(clip)
             times[name].append(time.perf_counter() - start)
             exact[name] += re.findall(r"[a-z']+", heard.lower()) == re.findall(r"[a-z']+", question.lower())
-    stt.beam_size, stt.vad_filter = settings["beam 5, VAD"]
+    stt.beam_size, stt.vad_filter = type(stt).BEAM_SIZE, True
     print(f"Whisper on the {len(spoken)} spoken questions: " + "; ".join(
         f"{name} {statistics.median(times[name]):.2f} s ({min(times[name]):.2f}-{max(times[name]):.2f}), "
         f"{exact[name]}/{len(spoken)} word-perfect" for name in settings) + f"; load average {os.getloadavg()[0]:.1f}")
