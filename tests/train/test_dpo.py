@@ -245,3 +245,29 @@ def _assert_same_run(reference: Path, resumed: Path) -> None:
     a = load_file(reference / "final" / "adapter_model.safetensors")
     b = load_file(resumed / "final" / "adapter_model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_preference_training_starts_from_the_sft_adapter_weights_exactly(tiny_model_dir, preference_dir, tmp_path):
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from rhizome.train.config import TrainConfig
+    from rhizome.train.dpo import PreferenceTune
+    from rhizome.train.loop import Dist
+    from rhizome.train.loop import run as run_sft
+
+    common = dict(model=str(tiny_model_dir), max_seq_length=256, per_device_train_batch_size=2,
+                  gradient_accumulation_steps=1, learning_rate=5e-3, warmup_steps=0, max_steps=3, threads=1,
+                  report_to=["none"], plots=False, use_cache=False, lora_r=4, lora_alpha=8)
+    run_sft(TrainConfig(train_file=str(FIXTURES / "dataset_train.jsonl"), validation_file="",
+                        output_dir=str(tmp_path / "sft"), **common))
+    preferences = preference_dir / "dataset_preferences_train.jsonl"
+    recipe = PreferenceTune(TrainConfig(method="orpo", train_file=str(preferences), validation_file="",
+                                        output_dir=str(tmp_path / "orpo"), init_adapter=str(tmp_path / "sft"),
+                                        **{**common, "lora_r": 16}), Dist())
+    recipe.setup()
+    saved = load_file(tmp_path / "sft" / "final" / "adapter_model.safetensors")
+    loaded = get_peft_model_state_dict(recipe.model)
+    assert recipe.config.lora_r == 4 and set(loaded) == set(saved)  # the adapter's shape is adopted
+    assert any(float(v.abs().sum()) > 0 for k, v in saved.items() if "lora_B" in k)  # SFT moved its LoRA
+    assert all(torch.equal(loaded[k].float(), saved[k].float()) for k in saved)
