@@ -59,7 +59,7 @@ class ChatConfig:
     max_upload_mb: float = option(25.0, "largest audio upload or recording the page accepts, in MB (MiB); a "
                                         "larger one is refused with a message on the page")
     engine: str = option("auto", "what runs the model: ct2 = CTranslate2 int8 (fast on a CPU; converted once per "
-                                 "adapter), ort = ONNX Runtime GenAI int4 (CPU; converted once per adapter), torch = "
+                                 "adapter), ort = ONNX Runtime GenAI int8 (CPU; converted once per adapter), torch = "
                                  "PyTorch (any model, GPUs, 4-bit); auto = on a CPU the first of ort, ct2 that runs "
                                  "the model, else torch", choices=["auto", "ct2", "ort", "torch"])
     force_cpu: bool = option(False, "run the model on the CPU even when a GPU is available")

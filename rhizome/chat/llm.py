@@ -339,7 +339,7 @@ def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "
                     force_cpu: bool = False) -> tuple[ChatEngine, str]:
     """(the chat model on the requested engine, a sentence for the screen saying which engine and why).
 
-    ``auto`` on a CPU takes the fastest decoder that runs the model (bench/chat.py): ONNX Runtime GenAI int4, else
+    ``auto`` on a CPU takes the fastest decoder that runs the model (bench/chat.py): ONNX Runtime GenAI int8, else
     CTranslate2 int8, else PyTorch, the sentence saying why each one before was passed over; on a GPU PyTorch,
     where it runs fp16/bf16 and 4-bit NF4 with the adapter unmerged as in QLoRA."""
     if engine not in ENGINES:
@@ -375,8 +375,9 @@ def load_chat_model(base_model: str, adapter: str | None = None, engine: str = "
 
     try:
         model = ORTChatModel.load(base_model, adapter)
-        return model, (f"Engine: {model.engine} (auto: on a CPU ONNX Runtime GenAI's 4-bit weights decode fastest, "
-                       "about 3x CTranslate2 int8; --engine ct2 for a shorter first token, --engine torch for fp32).")
+        return model, (f"Engine: {model.engine} (auto: on a CPU ONNX Runtime GenAI decodes fastest, about 2x "
+                       "CTranslate2 int8 and closer to fp32; --engine ct2 for a shorter first token, --engine torch "
+                       "for fp32).")
     except ORTUnsupportedError as exc:
         log.warning("ONNX Runtime GenAI engine unavailable, trying CTranslate2: %s", exc)
         passed_over = f"{exc}; "

@@ -41,6 +41,11 @@ def ort_fp32(model_dir, models_dir):
 
 @pytest.fixture(scope="module")
 def ort_int4(model_dir, models_dir):
+    return ORTChatModel.load(model_dir, None, variant="int4")
+
+
+@pytest.fixture(scope="module")
+def ort_default(model_dir, models_dir):
     return ORTChatModel.load(model_dir, None)
 
 
@@ -74,8 +79,13 @@ def test_fp32_replies_equal_the_torch_engines_token_for_token(torch_model, ort_f
     assert ort_fp32.engine == "ort fp32"
 
 
-def test_int4_is_the_default_and_agrees_with_torch_on_most_tokens(torch_model, ort_int4):
-    assert ort_int4.engine == "ort int4" and "ONNX Runtime GenAI int4" in ort_int4.description
+def test_int8_is_the_default(ort_default):
+    assert ort_default.engine == "ort int8" and "ONNX Runtime GenAI int8" in ort_default.description
+    assert "".join(ort_default.stream(MESSAGES, max_new_tokens=20, temperature=0))
+
+
+def test_int4_agrees_with_torch_on_most_tokens(torch_model, ort_int4):
+    assert ort_int4.engine == "ort int4"
     agreed = total = 0
     for question in QUESTIONS:
         messages = [MESSAGES[0], {"role": "user", "content": question}]
@@ -233,9 +243,9 @@ def test_the_next_turn_prefills_only_what_follows_the_last_and_replies_the_same(
 
 def test_engine_ort_is_chosen_by_name_and_by_auto_on_a_cpu_and_says_why(model_dir, models_dir):
     model, why = load_chat_model(model_dir, None, engine="ort", force_cpu=True)
-    assert isinstance(model, ORTChatModel) and "ort int4" in why and "--engine ort" in why
+    assert isinstance(model, ORTChatModel) and "ort int8" in why and "--engine ort" in why
     model, why = load_chat_model(model_dir, None, engine="auto", force_cpu=True)
-    assert isinstance(model, ORTChatModel) and "ort int4" in why and "auto" in why and "decode fastest" in why
+    assert isinstance(model, ORTChatModel) and "ort int8" in why and "auto" in why and "decodes fastest" in why
 
 
 def test_auto_passes_a_model_ort_cannot_run_to_ctranslate2_and_says_why(tiny_chat_model_dir, models_dir):
