@@ -10,11 +10,11 @@
    tokens/s, at two memory token budgets. Goal: retrieval adds <= 20% to time to first token; the
    lookup (embedding, search, MMR) is also timed alone, apart from the longer prompt's prefill.
 3. Engines side by side on the same prompts (no memories, 256- and 768-token memory budgets, built by the chat's
-   own retrieval from the demo memory), alternating: PyTorch fp32 and bf16, CTranslate2 int8 (the chat's default
-   on a CPU) and llama.cpp (npm's node-llama-cpp, the shipped Q4_1 GGUF, same thread count): time to first token
+   own retrieval from the demo memory), alternating: PyTorch fp32 and bf16, CTranslate2 int8 and float32, ONNX
+   Runtime GenAI's variants (int8: the chat's default on a CPU; int4 ones; fp32) and llama.cpp (npm's node-llama-cpp, the shipped Q4_1 GGUF, same thread count): time to first token
    (prefill) and decode tokens/s, medians with the spread. Goals: CTranslate2's decode and first token at the
-   default budget >= 1.0x llama.cpp's. Then greedy agreement of CTranslate2 int8 with PyTorch fp32: first 32
-   tokens on 20 prompts (goal >= 90% of tokens before the first difference).
+   default budget >= 1.0x llama.cpp's. Then greedy agreement of each fast engine with PyTorch fp32: first 32
+   tokens on 20 prompts (goal >= 90% of tokens before the first difference), and test perplexity.
 4. Speech: real-time factors (processing seconds / audio seconds) of Kokoro TTS and Whisper tiny.en STT.
 5. Turns (prefix reuse): conversations of TURNS questions each through the chat's own session at the default memory
    budget, greedy, on PyTorch fp32 and CTranslate2 int8: per turn position the prompt tokens, the tokens reused from
@@ -745,7 +745,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=None,
                         help="the engine and fidelity comparisons' engines, by name (default all: 'PyTorch fp32', "
                              "'PyTorch bf16', 'CTranslate2 int8', 'CTranslate2 float32', 'ONNX Runtime int4', "
-                             "'ONNX Runtime int4-b128', 'ONNX Runtime int4-acc1', 'ONNX Runtime int8', "
+                             "'ONNX Runtime int4-b128', 'ONNX Runtime int4-acc1', 'ONNX Runtime int4-asym', 'ONNX Runtime int8', "
                              "'ONNX Runtime fp32', 'llama.cpp Q4_1')")
     parser.add_argument("--skip-retrieval", action="store_true")
     parser.add_argument("--skip-llm", action="store_true")
