@@ -121,6 +121,9 @@ class TrainConfig:
              "when set); several allowed; none: metrics.jsonl only")
     dpo_beta: float = option(0.1, "DPO: beta, how strongly the policy is held to its reference (higher: closer); "
                                   "ORPO: the weight of the odds-ratio term beside the chosen reply's NLL (TRL's beta)")
+    rpo_alpha: float = option(0.0, "DPO: weight of the chosen replies' NLL added to the DPO loss (RPO, Pang et al. "
+                                   "2024; TRL's rpo_alpha: the mean NLL per token of a micro-batch's chosen replies), "
+                                   "which keeps them likely; 1.0 is the paper's value; 0 = plain DPO")
     dpo_reference: str = option("init", "DPO reference: init = the model DPO starts from (the SFT adapter), base = "
                                         "the same model with LoRA disabled", choices=["init", "base"])
     init_adapter: str = option("", "DPO / ORPO: the adapter (or run folder) to start from; default: "

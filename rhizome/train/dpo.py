@@ -23,6 +23,10 @@ can train on them unchanged.
   They are deterministic, so a resumed run uses the same values.
 - **DPO loss** per pair: ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``; a step's loss is the mean
   over its pairs. Theme weighting acts, as in SFT, through which pairs the sampler draws.
+- **RPO** (``--rpo-alpha``, Pang et al. 2024, TRL's ``DPOConfig.rpo_alpha``): DPO alone can lower the chosen
+  replies' likelihood along with the rejected ones' (it only widens their gap); alpha x the chosen replies' NLL is
+  added to every pair's loss. As in TRL the NLL is one figure per micro-batch, the mean over all its chosen reply
+  tokens (a long reply weighs more than a short one). No new state: resume is unchanged.
 - **ORPO** (``--method orpo``, Hong et al. 2024) needs no reference (no reference pass). With ``m_c``, ``m_r`` the
   replies' mean log-probability per token: ``-m_c - beta * log sigmoid(log_odds)``, ``log_odds = (m_c - m_r) -
   (log(1 - exp(m_c)) - log(1 - exp(m_r)))``: the chosen reply's NLL plus the odds-ratio term weighted by beta (TRL's
@@ -251,11 +255,17 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(per-pair sigmoid DPO loss, chosen rewards, rejected rewards); rewards are beta x log-ratio to the reference."""
+             reference_rejected: torch.Tensor, beta: float, *, rpo_alpha: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-pair sigmoid DPO loss, chosen rewards, rejected rewards); rewards are beta x log-ratio to the reference.
+    With ``rpo_alpha`` each pair's loss gains alpha x the mean NLL per token of all the chosen replies given
+    (``chosen_tokens``: their token counts), as TRL's ``rpo_alpha``."""
     chosen_rewards = beta * (policy_chosen - reference_chosen)
     rejected_rewards = beta * (policy_rejected - reference_rejected)
-    return -F.logsigmoid(chosen_rewards - rejected_rewards), chosen_rewards.detach(), rejected_rewards.detach()
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards)
+    if rpo_alpha:
+        losses = losses + rpo_alpha * (-policy_chosen.sum() / chosen_tokens.sum())
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
 
 
 @torch.no_grad()
@@ -288,6 +298,11 @@ class PreferenceTune(FineTune):
     def __init__(self, config: TrainConfig, dist: Dist | None = None, observers: tuple[Observer, ...] | list = ()):
         if config.dpo_reference not in REFERENCES:
             raise PreferenceError(f"--dpo-reference must be one of {', '.join(REFERENCES)}, got {config.dpo_reference}")
+        if config.rpo_alpha < 0:
+            raise PreferenceError(f"--rpo-alpha must be 0 (plain DPO) or positive, got {config.rpo_alpha}")
+        if config.rpo_alpha and config.method != "dpo":
+            raise PreferenceError(f"--rpo-alpha adds an NLL term to DPO; --method {config.method} has none to add "
+                                  "(ORPO has its own): drop --rpo-alpha or use --method dpo")
         config.train_file = str(preference_file(config.train_file, "train"))
         if config.validation_file:
             config.validation_file = str(preference_file(config.validation_file, "validation"))
@@ -353,7 +368,10 @@ class PreferenceTune(FineTune):
                  len(self.pairs), len(self.val_pairs or ()), time.perf_counter() - started)
 
     def _reference_note(self) -> str:
-        return f"; reference: {self._reference_label()}" if self.config.method == "dpo" else "; no reference (ORPO)"
+        if self.config.method != "dpo":
+            return "; no reference (ORPO)"
+        rpo = f"; RPO: + {self.config.rpo_alpha} x the chosen replies' NLL" if self.config.rpo_alpha else ""
+        return f"; reference: {self._reference_label()}{rpo}"
 
     def _reference_label(self) -> str:
         if self.config.dpo_reference == "base" or self.init_adapter is None:
@@ -428,7 +446,8 @@ class PreferenceTune(FineTune):
                 index = torch.tensor(pairs)
                 losses, chosen_rewards, rejected_rewards = dpo_loss(
                     sums[chosen], sums[rejected], reference["chosen"][index].to(sums.device),
-                    reference["rejected"][index].to(sums.device), self.config.dpo_beta)
+                    reference["rejected"][index].to(sums.device), self.config.dpo_beta,
+                    rpo_alpha=self.config.rpo_alpha, chosen_tokens=counts[chosen])
             if scale is not None:
                 (losses.sum() * scale).backward()
             margins = chosen_rewards - rejected_rewards

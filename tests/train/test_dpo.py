@@ -122,6 +122,60 @@ def test_dpo_loss_with_the_lora_disabled_reference_matches_a_separate_base_model
     assert not torch.allclose(policy_sums, reference_sums)
 
 
+def test_rpo_adds_alpha_times_the_chosen_replies_token_mean_nll_to_every_pairs_dpo_loss(tiny_model_dir, tokenizer,
+                                                                                        preference_dir):
+    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
+    model = _tiny(tiny_model_dir, lora=True)
+    [(batch_pairs, rows)] = micro_batches(pairs, np.arange(3), 3, capacity=512, packing=True)
+    samples, sums, counts = reply_logprobs(model, pairs.samples, rows, 0)
+    where = {s: j for j, s in enumerate(samples)}
+    chosen = [where[int(pairs.chosen[k])] for k in batch_pairs]
+    rejected = [where[int(pairs.rejected[k])] for k in batch_pairs]
+    reference = torch.tensor([-40.0, -55.0, -70.0]), torch.tensor([-45.0, -50.0, -90.0])
+    losses, chosen_rewards, _ = dpo_loss(sums[chosen], sums[rejected], *reference, beta=0.1, rpo_alpha=0.7,
+                                         chosen_tokens=counts[chosen])
+    losses.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    with torch.no_grad():
+        c = [_direct_logprob(model, pairs.samples, int(pairs.chosen[k])) for k in batch_pairs]
+        r = [_direct_logprob(model, pairs.samples, int(pairs.rejected[k])) for k in batch_pairs]
+    # TRL: cross-entropy over all the batch's chosen reply tokens (one mean), added to each pair's DPO loss
+    nll = -sum(c) / sum(pairs.samples.label_count(int(pairs.chosen[k])) for k in batch_pairs)
+    for j in range(3):
+        dpo = -np.log(1 / (1 + np.exp(-0.1 * ((c[j] - float(reference[0][j])) - (r[j] - float(reference[1][j]))))))
+        assert abs(float(losses[j].detach()) - (dpo + 0.7 * nll)) < 1e-3
+        assert abs(float(chosen_rewards[j]) - 0.1 * (c[j] - float(reference[0][j]))) < 1e-3  # rewards stay DPO's
+    plain, _, _ = dpo_loss(sums[chosen].detach(), sums[rejected].detach(), *reference, beta=0.1)
+    torch.testing.assert_close(losses.detach() - plain, torch.full((3,), 0.7 * nll), atol=1e-3, rtol=0)
+
+
+def test_a_dpo_run_with_rpo_alpha_scores_log_2_plus_alpha_times_the_chosen_nll_before_training(
+        tiny_model_dir, preference_dir, tmp_path):
+    from rhizome.train.config import TrainConfig
+    from rhizome.train.dpo import PreferenceTune
+    from rhizome.train.loop import Dist
+
+    recipe = PreferenceTune(TrainConfig(
+        method="dpo", rpo_alpha=0.5, model=str(tiny_model_dir), init_adapter="none",
+        train_file=str(preference_dir / "dataset_preferences_train.jsonl"),
+        validation_file=str(preference_dir / "dataset_preferences_validation.jsonl"), output_dir=str(tmp_path / "rpo"),
+        max_seq_length=256, per_device_train_batch_size=64, threads=1, report_to=["none"], plots=False,
+        use_cache=False), Dist())
+    recipe.setup()
+    figures = recipe.evaluate()  # one micro-batch holds every validation pair, and the policy is its reference
+    assert figures["loss"] == pytest.approx(np.log(2) + 0.5 * np.log(figures["chosen_perplexity"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("method, alpha", [("orpo", 1.0), ("dpo", -0.5)])
+def test_rpo_alpha_is_refused_for_orpo_and_when_negative(method, alpha, preference_dir):
+    from rhizome.train.config import TrainConfig
+    from rhizome.train.dpo import PreferenceError, PreferenceTune
+
+    with pytest.raises(PreferenceError, match="--rpo-alpha"):
+        PreferenceTune(TrainConfig(method=method, rpo_alpha=alpha,
+                                   train_file=str(preference_dir / "dataset_preferences_train.jsonl")))
+
+
 def test_orpo_loss_matches_a_direct_computation_of_nll_plus_the_odds_ratio_term(tiny_model_dir, tokenizer,
                                                                                   preference_dir):
     pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
