@@ -1,4 +1,4 @@
-"""Preference training on a chat export: do DPO and ORPO on mined regenerations beat SFT alone, seed for seed?
+"""Preference training on a chat export: do DPO, ORPO and RPO on mined regenerations beat SFT alone, seed for seed?
 
     python bench/preferences.py                         # the README's run (sizes and settings: see README)
     python bench/preferences.py --conversations 60 --seeds 1 --out /tmp/pref   # a smoke run
@@ -13,7 +13,7 @@ user runs it:
 1. ``data_formatter.py`` on the export: SFT pairs and mined preference pairs, split by conversation
    (mining recall: every regeneration of the export must come out as a pair or as a counted drop);
 2. per seed: SFT (``train_script.py``), then from that SFT adapter DPO (``--method dpo``, reference = the SFT
-   adapter) and ORPO (``--method orpo``);
+   adapter), ORPO (``--method orpo``) and RPO (DPO with ``--rpo-alpha``: + alpha x the chosen replies' NLL);
 3. ``evaluate.py``: preference accuracy and mean margin (summed and per token) on the held-out preference pairs,
    and test perplexity on the SFT test split, for the base model and every adapter.
 
@@ -124,7 +124,7 @@ def format_export(args, export: Path) -> dict:
     return {"splits": metadata["splits"], "preferences": metadata["preferences"]}
 
 
-def train(args, method: str, seed: int, **overrides) -> dict:
+def train(args, method: str, seed: int, name: str = "", **overrides) -> dict:
     from rhizome.train.config import TrainConfig
     from rhizome.train.dpo import run as run_preferences
     from rhizome.train.loop import run as run_sft
@@ -132,7 +132,8 @@ def train(args, method: str, seed: int, **overrides) -> dict:
     data = args.out / "data_finetune"
     config = TrainConfig(
         method=method, train_file=str(data / "dataset_train.jsonl"),
-        validation_file=str(data / "dataset_validation.jsonl"), output_dir=str(args.out / "runs" / f"{method}-{seed}"),
+        validation_file=str(data / "dataset_validation.jsonl"),
+        output_dir=str(args.out / "runs" / f"{name or method}-{seed}"),
         max_seq_length=args.max_seq_length, per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum, warmup_steps=2, seed=seed, save_steps=10_000,
         eval_steps=10_000, logging_steps=5, plots=False, report_to=["none"], threads=args.threads,
@@ -184,8 +185,12 @@ def main() -> None:
     parser.add_argument("--orpo-epochs", type=float, default=2.0)
     parser.add_argument("--orpo-lr", type=float, default=5e-4)
     parser.add_argument("--orpo-beta", type=float, default=0.5, help="ORPO's odds-ratio weight (lambda)")
-    parser.add_argument("--methods", nargs="+", default=["dpo", "orpo"], choices=["dpo", "orpo"],
-                        help="preference methods trained from each SFT adapter")
+    parser.add_argument("--rpo-epochs", type=float, default=2.0)
+    parser.add_argument("--rpo-lr", type=float, default=5e-4)
+    parser.add_argument("--rpo-beta", type=float, default=0.02, help="RPO's DPO beta (as --dpo-beta)")
+    parser.add_argument("--rpo-alpha", type=float, default=1.0, help="RPO's weight of the chosen replies' NLL")
+    parser.add_argument("--methods", nargs="+", default=["dpo", "orpo", "rpo"], choices=["dpo", "orpo", "rpo"],
+                        help="preference methods trained from each SFT adapter (rpo: DPO with --rpo-alpha)")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     setup_logging(False)
@@ -214,6 +219,8 @@ def main() -> None:
         "max_seq_length", "batch_size", "grad_accum", "epochs", "sft_lr")}}
     method_settings = {m: {**sft_settings, **{k: getattr(args, f"{m}_{k}") for k in ("epochs", "lr", "beta")}}
                        for m in args.methods}
+    if "rpo" in method_settings:  # only RPO's settings gain alpha, so the cached DPO and ORPO stages stay valid
+        method_settings["rpo"]["alpha"] = args.rpo_alpha
     runs = {}
     for seed in range(args.seeds):
         runs[f"sft-{seed}"] = stage(args.out, f"sft-{seed}", {**sft_settings, "seed": seed},
@@ -221,9 +228,10 @@ def main() -> None:
         for m in args.methods:
             runs[f"{m}-{seed}"] = stage(
                 args.out, f"{m}-{seed}", {**method_settings[m], "seed": seed},
-                lambda: train(args, m, seed, learning_rate=getattr(args, f"{m}_lr"),
+                lambda: train(args, "dpo" if m == "rpo" else m, seed, m, learning_rate=getattr(args, f"{m}_lr"),
                               num_train_epochs=getattr(args, f"{m}_epochs"), dpo_beta=getattr(args, f"{m}_beta"),
-                              init_adapter=str(args.out / "runs" / f"sft-{seed}")))
+                              init_adapter=str(args.out / "runs" / f"sft-{seed}"),
+                              **({"rpo_alpha": args.rpo_alpha} if m == "rpo" else {})))
     report = stage(args.out, "evaluate", {"methods": method_settings, "sft": sft_settings, "seeds": args.seeds},
                    lambda: evaluate(args, [str(args.out / "runs" / name) for name in runs]))
 
