@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from rhizome.chat.engine_ct2 import CT2ChatModel
+from rhizome.chat.engine_ort import ORTChatModel
 from rhizome.chat.llm import ChatEngine, ChatModel
 
 
@@ -54,8 +55,10 @@ def next_token_log_probs(engine: ChatEngine, ids: list[int], first: int) -> np.n
         with torch.inference_mode():
             logits = model(torch.tensor([ids], device=model.device)).logits[0, first:-1].float()
             return torch.log_softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
+    if isinstance(engine, ORTChatModel):
+        return engine.next_token_log_probs(ids, first)
     raise TypeError(f"cannot score answers with a {type(engine).__name__}: the QA likelihood needs the chat's "
-                    "PyTorch (ChatModel) or CTranslate2 (CT2ChatModel) engine")
+                    "PyTorch, CTranslate2 or ONNX Runtime GenAI engine")
 
 
 def gold_likelihood(engine: ChatEngine, messages: list[dict], gold: str) -> dict:

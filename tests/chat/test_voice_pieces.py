@@ -209,7 +209,8 @@ def test_the_model_waits_while_it_is_told_to_and_then_finishes_the_reply(engine,
 
 @pytest.mark.slow
 def test_kokoro_speaks_each_first_piece_to_its_last_word():
-    """Listen-free: Whisper hears every word of the first piece as Kokoro says it, the last one whole."""
+    """Listen-free: Whisper hears as many words as the first piece has, the last one whole. One other word may be
+    misheard (tiny.en heard "and" as "on" once): what this guards is the piece's end, not Whisper's accuracy."""
     from rhizome.chat.stt import load_stt
     from rhizome.chat.tts import load_tts
 
@@ -218,4 +219,6 @@ def test_kokoro_speaks_each_first_piece_to_its_last_word():
     for reply in replies:
         piece = first_piece(reply)
         heard = stt.transcribe(tts.speak(piece))
-        assert re.findall(r"[a-z']+", heard.lower()) == re.findall(r"[a-z']+", piece.lower()), (piece, heard)
+        said, got = re.findall(r"[a-z']+", piece.lower()), re.findall(r"[a-z']+", heard.lower())
+        assert len(got) == len(said) and got[-1] == said[-1], (piece, heard)
+        assert sum(a != b for a, b in zip(said, got)) <= 1, (piece, heard)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rhizome.chat.engine_ct2 import CT2ChatModel
+from rhizome.chat.engine_ort import ORTChatModel
 from rhizome.chat.llm import ChatModel
 from rhizome.evaluate.qa_likelihood import PromptRecorder, gold_likelihood
 
@@ -59,6 +60,14 @@ def test_ct2_engine_scores_as_the_torch_engine(torch_engine, tiny_model_dir, mod
     ct2 = CT2ChatModel.load(str(tiny_model_dir), None, quantization="float32")
     assert gold_likelihood(ct2, MESSAGES, GOLD)["gold_logprob"] == pytest.approx(
         gold_likelihood(torch_engine, MESSAGES, GOLD)["gold_logprob"], abs=1e-3)
+
+
+def test_ort_engine_scores_as_a_forward_pass_does(tiny_model_dir, models_dir):
+    """The chat's default CPU engine: its fp32 build scores the gold as the hand-made forward pass does."""
+    expected_logprob, expected_top1 = direct_scores(tiny_model_dir, MESSAGES, GOLD)
+    scores = gold_likelihood(ORTChatModel.load(str(tiny_model_dir), None, variant="fp32"), MESSAGES, GOLD)
+    assert scores["gold_logprob"] == pytest.approx(expected_logprob, abs=1e-3)
+    assert scores["gold_top1"] == float(expected_top1)
 
 
 def test_empty_gold_is_not_scored(torch_engine):
