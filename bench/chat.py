@@ -245,7 +245,7 @@ def load_engines(threads: int, wanted: list[str] | None = None) -> tuple[dict, o
     import torch
 
     from rhizome.chat.engine_ct2 import CT2ChatModel
-    from rhizome.chat.engine_ort import ORTChatModel
+    from rhizome.chat.engine_ort import DEFAULT_VARIANT, ORTChatModel
     from rhizome.chat.llm import ChatModel
 
     base = ChatConfig().base_model
@@ -378,7 +378,7 @@ def bench_fidelity(test_file: Path, n_tokens: int = 32, wanted: list[str] | None
     import torch
 
     from rhizome.chat.engine_ct2 import CT2ChatModel
-    from rhizome.chat.engine_ort import ORTChatModel
+    from rhizome.chat.engine_ort import DEFAULT_VARIANT, ORTChatModel
     from rhizome.chat.llm import ChatModel
 
     base = ChatConfig().base_model
@@ -441,14 +441,14 @@ def bench_speech() -> None:
 def bench_turns(memory_dir: str, conversations: int, max_new_tokens: int) -> None:
     """Prefill tokens and time to first token per turn position of a conversation, each engine."""
     from rhizome.chat.engine_ct2 import CT2ChatModel
-    from rhizome.chat.engine_ort import ORTChatModel
+    from rhizome.chat.engine_ort import DEFAULT_VARIANT, ORTChatModel
     from rhizome.chat.llm import ChatModel
     from rhizome.chat.session import ChatSession
 
     base = ChatConfig().base_model
     config = ChatConfig(memory_dir=memory_dir, remember=False, temperature=0.0, max_new_tokens=max_new_tokens)
     engines = {"PyTorch fp32": ChatModel.load(base, None, device="cpu"), "CTranslate2 int8": CT2ChatModel.load(base),
-               "ONNX Runtime int4": ORTChatModel.load(base)}
+               f"ONNX Runtime {DEFAULT_VARIANT}": ORTChatModel.load(base)}
     chats = [CONVERSATIONS[i % len(CONVERSATIONS)] for i in range(conversations)]
     rows = {name: [[] for _ in chats[0]] for name in engines}  # per engine, per turn: (ttft, prompt, reused)
     for name, model in engines.items():
