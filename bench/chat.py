@@ -245,7 +245,7 @@ def load_engines(threads: int, wanted: list[str] | None = None) -> tuple[dict, o
     import torch
 
     from rhizome.chat.engine_ct2 import CT2ChatModel
-    from rhizome.chat.engine_ort import DEFAULT_VARIANT, ORTChatModel
+    from rhizome.chat.engine_ort import ORTChatModel
     from rhizome.chat.llm import ChatModel
 
     base = ChatConfig().base_model
@@ -378,7 +378,7 @@ def bench_fidelity(test_file: Path, n_tokens: int = 32, wanted: list[str] | None
     import torch
 
     from rhizome.chat.engine_ct2 import CT2ChatModel
-    from rhizome.chat.engine_ort import DEFAULT_VARIANT, ORTChatModel
+    from rhizome.chat.engine_ort import ORTChatModel
     from rhizome.chat.llm import ChatModel
 
     base = ChatConfig().base_model
