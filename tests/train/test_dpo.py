@@ -122,8 +122,9 @@ def test_dpo_loss_with_the_lora_disabled_reference_matches_a_separate_base_model
     assert not torch.allclose(policy_sums, reference_sums)
 
 
-def test_rpo_adds_alpha_times_the_chosen_replies_token_mean_nll_to_every_pairs_dpo_loss(tiny_model_dir, tokenizer,
-                                                                                        preference_dir):
+def _scored_first_batch(tiny_model_dir, tokenizer, preference_dir):
+    """A LoRA tiny model's reply log-prob sums and token counts for the first 3 training pairs, packed into one
+    micro-batch, with the positions of each pair's chosen and rejected reply among them."""
     pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
     model = _tiny(tiny_model_dir, lora=True)
     [(batch_pairs, rows)] = micro_batches(pairs, np.arange(3), 3, capacity=512, packing=True)
@@ -131,6 +132,13 @@ def test_rpo_adds_alpha_times_the_chosen_replies_token_mean_nll_to_every_pairs_d
     where = {s: j for j, s in enumerate(samples)}
     chosen = [where[int(pairs.chosen[k])] for k in batch_pairs]
     rejected = [where[int(pairs.rejected[k])] for k in batch_pairs]
+    return model, pairs, batch_pairs, sums, counts, chosen, rejected
+
+
+def test_rpo_adds_alpha_times_the_chosen_replies_token_mean_nll_to_every_pairs_dpo_loss(tiny_model_dir, tokenizer,
+                                                                                        preference_dir):
+    model, pairs, batch_pairs, sums, counts, chosen, rejected = _scored_first_batch(tiny_model_dir, tokenizer,
+                                                                                    preference_dir)
     reference = torch.tensor([-40.0, -55.0, -70.0]), torch.tensor([-45.0, -50.0, -90.0])
     losses, chosen_rewards, _ = dpo_loss(sums[chosen], sums[rejected], *reference, beta=0.1, rpo_alpha=0.7,
                                          chosen_tokens=counts[chosen])
@@ -178,13 +186,8 @@ def test_rpo_alpha_is_refused_for_orpo_and_when_negative(method, alpha, preferen
 
 def test_orpo_loss_matches_a_direct_computation_of_nll_plus_the_odds_ratio_term(tiny_model_dir, tokenizer,
                                                                                   preference_dir):
-    pairs, _ = load_preferences(preference_dir / "dataset_preferences_train.jsonl", tokenizer, 256, cache_dir=None)
-    model = _tiny(tiny_model_dir, lora=True)
-    [(batch_pairs, rows)] = micro_batches(pairs, np.arange(3), 3, capacity=512, packing=True)
-    samples, sums, counts = reply_logprobs(model, pairs.samples, rows, 0)
-    where = {s: j for j, s in enumerate(samples)}
-    chosen = [where[int(pairs.chosen[k])] for k in batch_pairs]
-    rejected = [where[int(pairs.rejected[k])] for k in batch_pairs]
+    model, pairs, batch_pairs, sums, counts, chosen, rejected = _scored_first_batch(tiny_model_dir, tokenizer,
+                                                                                    preference_dir)
     losses, chosen_rewards, rejected_rewards = orpo_loss(sums[chosen] / counts[chosen],
                                                          sums[rejected] / counts[rejected], beta=0.25)
     losses.sum().backward()  # the gradient reaches the LoRA weights: ORPO trains without a reference pass
