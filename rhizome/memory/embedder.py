@@ -12,6 +12,9 @@ An int8 ONNX Runtime export was measured too and rejected: 2x, but recall@10 0.9
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import importlib.util
 import os
@@ -192,6 +195,28 @@ class EmbeddingCache:
         self._vectors.update(zip(keys, vectors))
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim with
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Each encode block allocates and frees hundreds of MB of activations of changing shapes; glibc keeps the freed
+    pages for reuse, pinned under the block's long-lived result, so the process's RSS ratchets up with the
+    corpus (bench/pipeline.py at 10x: 3.2 GB, 1.3 GB more than the same run with every vector cached). Neither
+    torch nor numpy exposes a way to return them; trimming after each block kept 3,000 texts at +120 MB instead
+    of +380 MB, at the same speed.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def embed_missing(texts: Sequence[str], keys: Sequence[str], cache: EmbeddingCache, load_model,
                   batch_size: int = 32, block_size: int = 4096) -> np.ndarray:
     """Vectors for ``texts`` (L2-normalised float32), computing only those not in ``cache``.
@@ -216,6 +241,8 @@ def embed_missing(texts: Sequence[str], keys: Sequence[str], cache: EmbeddingCac
                 convert_to_numpy=True, show_progress_bar=False,
             )
             cache.add(block, np.asarray(vectors, dtype=np.float32))
+            del vectors
+            release_free_memory()
             bar.update(len(block))
         bar.close()
     out = np.empty((len(keys), cache.dim), dtype=np.float32)

@@ -1,7 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 
 from rhizome.device import cpu_has_bf16_matmul
+from rhizome.memory import embedder
 from rhizome.memory.embedder import (
     DEFAULT_EMBEDDING_MODEL, EmbeddingCache, ModelNotFoundError, embed_missing,
     embedding_precision, load_embedder, resolve_model_path, text_key,
@@ -104,3 +107,23 @@ def test_shipped_model_embeds_offline_with_384_unit_vectors():
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(embedder._malloc_trim() is None or not os.path.exists("/proc/self/status"),
+                    reason="needs glibc and /proc (Linux)")
+def test_release_free_memory_returns_freed_heap_pages_to_the_system():
+    # 160 MB of 64 KB blocks (below glibc's mmap threshold, so on the heap), each followed by a small block that
+    # stays: the freed pages sit between live allocations, where glibc keeps them until it is asked to trim.
+    blocks, pins = [], []
+    for _ in range(2_500):
+        blocks.append(bytearray(64 * 1024))
+        pins.append(bytearray(600))
+    del blocks
+    before = _rss_mb()
+    embedder.release_free_memory()
+    assert before - _rss_mb() > 100
