@@ -43,3 +43,26 @@ def test_help_lists_every_setting():
                  "--lora-r", "--lora-alpha", "--lora-dropout", "--save-steps", "--eval-steps", "--save-total-limit",
                  "--theme-temperature", "--theme-weight-cap", "--config"):
         assert flag in text
+
+
+@pytest.mark.parametrize("kind, bf16_matmul, cuda_bf16, precision, expected", [
+    ("cpu", True, False, "auto", "bfloat16"),    # AVX512-BF16 / AMX: the frozen base in bf16
+    ("cpu", False, False, "auto", "float32"),    # older CPUs emulate bf16, slower than fp32: fall back
+    ("cuda", False, True, "auto", "bfloat16"),
+    ("cuda", False, False, "auto", "float32"),   # a GPU without bf16 (pre-Ampere)
+    ("mps", True, False, "auto", "float32"),
+    ("cpu", False, False, "bf16", "bfloat16"),   # asked for: obeyed
+    ("cpu", True, False, "fp32", "float32"),
+])
+def test_auto_precision_is_bf16_only_where_the_hardware_multiplies_bf16(monkeypatch, kind, bf16_matmul, cuda_bf16,
+                                                                        precision, expected):
+    from types import SimpleNamespace
+
+    import torch
+
+    from rhizome.train import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16_matmul", lambda: bf16_matmul)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    recipe = SimpleNamespace(config=SimpleNamespace(precision=precision), device=SimpleNamespace(kind=kind))
+    assert loop.FineTune._compute_dtype(recipe) == getattr(torch, expected)
