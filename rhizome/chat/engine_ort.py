@@ -256,34 +256,27 @@ class ORTChatModel(ChatEngine):
         finally:
             tokens.close()
 
-    def next_token_log_probs(self, ids: list[int], first: int) -> np.ndarray:
-        """Log-probabilities over the vocabulary of the token after each of ``ids[first:-1]``: row i is the
-        distribution of ``ids[first + i + 1]`` (the grounded-QA likelihood). ``ids[:first + 1]`` is prefilled at
-        once; the runtime returns only the last position's logits, so the rest go one token at a time."""
+    def _log_softmax_rows(self, ids: list[int], first: int):
+        """Yields, for each of ``ids[first:-1]``, the log-softmax over the vocabulary of the token after it.
+        ``ids[:first + 1]`` is prefilled at once; the runtime returns only the last position's logits, so the rest
+        go one token at a time."""
         params = self._og.GeneratorParams(self._model)
         params.set_search_options(max_length=len(ids))
-        rows = []
         with self._generate_lock:
             generator = self._og.Generator(self._model, params)
             generator.append_tokens(ids[:first + 1])
             for i in range(first + 1, len(ids)):
                 logits = generator.get_logits().reshape(-1).astype(np.float64)
                 top = logits.max()
-                rows.append(logits - top - np.log(np.exp(logits - top).sum()))
+                yield logits - top - np.log(np.exp(logits - top).sum())
                 if i < len(ids) - 1:
                     generator.append_tokens([ids[i]])
-        return np.stack(rows)
+
+    def next_token_log_probs(self, ids: list[int], first: int) -> np.ndarray:
+        """Log-probabilities over the vocabulary of the token after each of ``ids[first:-1]``: row i is the
+        distribution of ``ids[first + i + 1]`` (the grounded-QA likelihood)."""
+        return np.stack(list(self._log_softmax_rows(ids, first)))
 
     def log_probs(self, ids: list[int]) -> list[float]:
         """The log-probability of each token of ``ids`` after the first, given those before it (perplexity)."""
-        params = self._og.GeneratorParams(self._model)
-        params.set_search_options(max_length=len(ids))
-        out = []
-        with self._generate_lock:
-            generator = self._og.Generator(self._model, params)
-            for i, token in enumerate(ids[:-1]):
-                generator.append_tokens([token])
-                logits = generator.get_logits().reshape(-1).astype(np.float64)
-                top = logits.max()
-                out.append(float(logits[ids[i + 1]] - top - np.log(np.exp(logits - top).sum())))
-        return out
+        return [float(row[token]) for row, token in zip(self._log_softmax_rows(ids, 0), ids[1:])]
