@@ -79,6 +79,18 @@ def test_fp32_replies_equal_the_torch_engines_token_for_token(torch_model, ort_f
     assert ort_fp32.engine == "ort fp32"
 
 
+def test_log_probs_are_the_torch_models_teacher_forced_log_probs(torch_model, ort_fp32):
+    """``log_probs`` (the chat bench's perplexity) scores every token after the first as one forward pass does."""
+    ids = ort_fp32.prompt_ids(MESSAGES)[0].tolist() + torch_greedy_ids(torch_model, MESSAGES, 12)
+    with torch.no_grad():
+        rows = torch.log_softmax(torch_model.model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    want = [rows[i, token].item() for i, token in enumerate(ids[1:])]
+    got = ort_fp32.log_probs(ids)
+    assert len(got) == len(ids) - 1
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert np.ptp(want) > 0.1  # the tokens differ in likelihood, so a constant could not pass
+
+
 def test_int8_is_the_default(ort_default):
     assert ort_default.engine == "ort int8" and "ONNX Runtime GenAI int8" in ort_default.description
     assert "".join(ort_default.stream(MESSAGES, max_new_tokens=20, temperature=0))
