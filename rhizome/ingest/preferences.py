@@ -161,7 +161,7 @@ def load_feedback(paths: Iterable[str | Path], report: IngestReport | None = Non
 
     That is the file beside a named conversations file, inside a named folder, or a
     member of a named export zip (any folder level). Each record is
-    ``{"message_id" (or "target_message_id"), "conversation_id", "rating": "thumbsUp" | "thumbsDown", ...}``;
+    ``{"message_id" (or "target_message_id", else "id"), "conversation_id", "rating": "thumbsUp" | "thumbsDown", ...}``;
     records without a message id or a thumbs up / down rating are passed over.
     A file that is not valid JSON is reported by name and the rest read.
     """
@@ -176,7 +176,10 @@ def load_feedback(paths: Iterable[str | Path], report: IngestReport | None = Non
         for record in records if isinstance(records, list) else ():
             if not isinstance(record, dict):
                 continue
-            message_id = optional_str(record.get("message_id")) or optional_str(record.get("target_message_id"))
+            # A record with no message id field is taken to be keyed by its "id", as some exports write it. Ratings
+            # join messages by id, so an "id" that names the feedback record itself joins nothing and counts nowhere.
+            message_id = next((i for key in ("message_id", "target_message_id", "id")
+                               if (i := optional_str(record.get(key))) is not None), None)
             rating = message_rating(record)
             if message_id is not None and rating is not None:
                 ratings[message_id] = rating

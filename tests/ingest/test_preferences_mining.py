@@ -48,6 +48,11 @@ def test_message_feedback_is_read_beside_the_file_and_inside_an_export_zip(tmp_p
                 {"message_id": "a2b", "rating": "thumbsDown"}, {"message_id": "x", "rating": "meh"}, "junk"]
     path = chatgpt_export(tmp_path, feedback)
     assert load_feedback([path]) == {"a1": 1, "a2b": -1}
+    keyed_by_id = [{"id": "a2", "conversation_id": "c1", "rating": "thumbsDown"},
+                   {"id": "fb-1", "message_id": "a1", "rating": "thumbsUp"}]
+    (tmp_path / "message_feedback.json").write_text(json.dumps(keyed_by_id))
+    assert load_feedback([path]) == {"a2": -1, "a1": 1}  # message_id wins over the record's own id
+    (tmp_path / "message_feedback.json").write_text(json.dumps(feedback))
     archive = tmp_path / "export.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.write(path, "conversations.json")
